@@ -1,0 +1,1 @@
+"""The logic of each duty as plain functions: no Celery imports here."""

@@ -1,0 +1,1 @@
+"""Tables, the engine and session scope, and the config schema."""

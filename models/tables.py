@@ -1,0 +1,190 @@
+"""eventops' own Postgres tables: checks and their state, outcomes, incidents, escalations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+class Check(Base):
+    """A configured check, its schedule and its current state in one row.
+
+    `next_due_at` is the schedule: the dispatcher claims rows whose slot has come.
+    `inflight_slot` is a lease on a dispatched slot: if its outcome has not arrived by
+    `lease_until` (the task was lost with a flushed Redis or a killed worker), the
+    dispatcher sends the same slot again, so no slot is silently skipped.
+    """
+
+    __tablename__ = "checks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    kind: Mapped[str] = mapped_column(Text, default="http")
+    url: Mapped[str] = mapped_column(Text)
+    method: Mapped[str] = mapped_column(Text, default="GET")
+    expected_status: Mapped[list[int]] = mapped_column(JSONB)
+    interval_s: Mapped[float] = mapped_column(Float)
+    timeout_s: Mapped[float] = mapped_column(Float)
+    max_body_bytes: Mapped[int] = mapped_column(Integer)
+    alert_threshold: Mapped[int] = mapped_column(SmallInteger)
+    recovery_threshold: Mapped[int] = mapped_column(SmallInteger)
+    severity: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(default=True)
+
+    next_due_at: Mapped[datetime]
+    inflight_slot: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]
+    dispatch_attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+
+    status: Mapped[str] = mapped_column(Text, default="unknown")  # unknown | up | down
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    consecutive_successes: Mapped[int] = mapped_column(Integer, default=0)
+    last_slot: Mapped[datetime | None]
+    last_checked_at: Mapped[datetime | None]
+    last_latency_ms: Mapped[float | None]
+    last_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        # The dispatcher's two claims: idle enabled checks by due time, leases by expiry.
+        Index(
+            "ix_checks_due",
+            "next_due_at",
+            postgresql_where=text("enabled AND inflight_slot IS NULL"),
+        ),
+        Index("ix_checks_lease", "lease_until", postgresql_where=text("inflight_slot IS NOT NULL")),
+    )
+
+
+class Outcome(Base):
+    """One probe of one check for one scheduled slot; (check, slot) is the idempotency key."""
+
+    __tablename__ = "outcomes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    check_id: Mapped[int] = mapped_column(ForeignKey("checks.id", ondelete="CASCADE"))
+    slot: Mapped[datetime]
+    observed_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(Text)  # up | down | missed
+    latency_ms: Mapped[float | None]
+    http_status: Mapped[int | None] = mapped_column(SmallInteger)
+    reason: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("check_id", "slot", name="uq_outcomes_check_slot"),)
+
+
+class Incident(Base):
+    """A problem, open until resolved; at most one unresolved incident per fingerprint."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(Text)
+    check_id: Mapped[int | None] = mapped_column(ForeignKey("checks.id", ondelete="SET NULL"))
+    title: Mapped[str] = mapped_column(Text)
+    severity: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, default="open")  # open | acknowledged | resolved
+    opened_at: Mapped[datetime]
+    notified_at: Mapped[datetime | None]
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(Text)
+    resolved_at: Mapped[datetime | None]
+    summary: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index(
+            "uq_incidents_open_fingerprint",
+            "fingerprint",
+            unique=True,
+            postgresql_where=text("status <> 'resolved'"),
+        ),
+    )
+
+
+class IncidentEvent(Base):
+    """The incident's timeline: every transition and notification, with who and when."""
+
+    __tablename__ = "incident_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text, default="eventops")
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_incident_events_incident", "incident_id", "at"),)
+
+
+class Escalation(Base):
+    """A pending escalation step; delayed work is a row with `due_at`, never a Redis ETA."""
+
+    __tablename__ = "escalations"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(SmallInteger)
+    kind: Mapped[str] = mapped_column(Text)  # opened | resolved
+    due_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(Text, default="pending")  # pending | fired | cancelled
+    fired_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("incident_id", "step", "kind", name="uq_escalations_step"),
+        Index("ix_escalations_due", "due_at", postgresql_where=text("state = 'pending'")),
+    )
+
+
+class Notification(Base):
+    """The outbox: one row per (incident, step, kind, channel), sent at most once."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(SmallInteger)
+    kind: Mapped[str] = mapped_column(Text)
+    channel: Mapped[str] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(Text, default="pending")  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("incident_id", "step", "kind", "channel", name="uq_notifications_key"),
+        Index(
+            "ix_notifications_due", "next_attempt_at", postgresql_where=text("state = 'pending'")
+        ),
+    )

@@ -1,0 +1,1 @@
+"""Thin Celery tasks, one module per duty; the logic lives in core/."""

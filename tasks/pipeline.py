@@ -1,0 +1,44 @@
+"""Pipeline tasks: write outcomes that could not be written when they were probed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy.exc import DBAPIError
+
+from core.pipeline import record_outcomes
+from core.probing import ProbeResult
+from models.db import session_scope
+from workers.app import app
+from workers.settings import get_config
+
+
+def escalation_delays() -> dict[str, timedelta | None]:
+    """Delay before the first page, per severity. Info waits for the digest (no page)."""
+    escalation = get_config().escalation
+    return {
+        "critical": escalation.critical_delay,
+        "warning": escalation.warning_delay,
+        "info": None,
+    }
+
+
+@app.task(
+    name="pipeline.record_outcomes",
+    soft_time_limit=60,
+    time_limit=90,
+    autoretry_for=(DBAPIError, ConnectionError, OSError),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    # Retried until Postgres is back: dropping outcomes is not an option.
+    max_retries=None,
+)
+def record_outcomes_later(outcomes: list[dict]) -> dict:
+    results = [ProbeResult.from_json(o) for o in outcomes]
+    with session_scope() as session:
+        summary = record_outcomes(session, results, escalation_delays())
+    if summary.urgent:
+        from tasks.escalation import sweep
+
+        sweep.delay()
+    return summary.to_json()

@@ -1,0 +1,106 @@
+"""Process settings from the environment (prefix EVENTOPS_), and the config file they point at."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.config import ConfigError, EventopsConfig, field_path, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Where the services are and how the processes behave.
+
+    Secrets may come from the variable itself or from a file named by `<VAR>_FILE`
+    (the Docker secrets convention), so they never have to sit in a compose file.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EVENTOPS_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of eventops' own Postgres; embedded if unset."
+    )
+    broker_url: str | None = Field(
+        default=None, description="Redis URL of the Celery broker; embedded if unset."
+    )
+    platform_url: str | None = Field(
+        default=None, description="Overrides `platform_url` of the config file."
+    )
+    config_file: Path = Field(default=ROOT / "config" / "eventops.yaml")
+    var_dir: Path = Field(default=ROOT / "var", description="Embedded servers' data and logs.")
+    probe_batch_size: int = Field(default=100, ge=1, le=5000)
+    dispatch_limit: int = Field(
+        default=20_000, ge=1, description="Most checks one dispatch tick claims."
+    )
+    flower_user: str = "admin"
+    flower_password: SecretStr = SecretStr("eventops")
+    sentry_dsn: SecretStr | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            # psycopg 3 is the driver we ship; plain URLs from Supabase or Heroku just work.
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+        if not url.startswith("postgresql+psycopg://"):
+            raise ValueError("must be a postgresql:// URL")
+        return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _redis_only(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "redis+socket://")):
+            raise ValueError("must be a redis:// URL")
+        return url
+
+    def config_overrides(self) -> dict[str, Any]:
+        return {"platform_url": self.platform_url} if self.platform_url else {}
+
+
+class SettingsError(ConfigError):
+    pass
+
+
+def read_settings() -> Settings:
+    """Read the environment; raise SettingsError naming each bad variable."""
+    _apply_file_secrets()
+    try:
+        return Settings()
+    except ValidationError as error:
+        lines = []
+        for item in error.errors():
+            name = "EVENTOPS_" + field_path(tuple(item["loc"])).upper()
+            lines.append(f"{name}: {item['msg'].removeprefix('Value error, ')}")
+        raise SettingsError(lines) from None
+
+
+def _apply_file_secrets() -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("EVENTOPS_") and key.endswith("_FILE") and key != "EVENTOPS_CONFIG_FILE":
+            target = key.removesuffix("_FILE")
+            if target not in os.environ:
+                try:
+                    os.environ[target] = Path(os.environ[key]).read_text().strip()
+                except OSError as error:
+                    raise SettingsError([f"{key}: cannot read {error.filename}"]) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return read_settings()
+
+
+@lru_cache(maxsize=1)
+def get_config() -> EventopsConfig:
+    settings = get_settings()
+    return load_config(settings.config_file, settings.config_overrides())
