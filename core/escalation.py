@@ -16,6 +16,7 @@ from core.clock import utcnow
 from core.notify import Delivery, deliver
 from core.pipeline import add_event
 from models.config import EventopsConfig
+from models.db import affected
 from models.tables import Check, Incident, Notification
 
 # A claimed notification is invisible to other sweepers this long: longer than Apprise's
@@ -61,32 +62,44 @@ def fire_due_escalations(
         if incident is None:
             continue
         if step.kind == "opened" and incident.status != "open":
-            add_event(session, incident.id, now, "escalation skipped",
-                      detail=f"step {step.step}: incident is {incident.status}")
+            add_event(
+                session,
+                incident.id,
+                now,
+                "escalation skipped",
+                detail=f"step {step.step}: incident is {incident.status}",
+            )
             continue
         channels = config.routes.get(incident.severity, [])  # type: ignore[call-overload]
         if not channels:
-            add_event(session, incident.id, now, "not routed",
-                      detail=f"no channel routes {incident.severity} alerts")
+            add_event(
+                session,
+                incident.id,
+                now,
+                "not routed",
+                detail=f"no channel routes {incident.severity} alerts",
+            )
             continue
         title, body = compose(session, incident, step.kind)
         for channel in channels:
-            queued += session.execute(
-                insert(Notification)
-                .values(
-                    incident_id=incident.id,
-                    step=step.step,
-                    kind=step.kind,
-                    channel=channel,
-                    title=title,
-                    body=body,
-                    state="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
+            queued += affected(
+                session.execute(
+                    insert(Notification)
+                    .values(
+                        incident_id=incident.id,
+                        step=step.step,
+                        kind=step.kind,
+                        channel=channel,
+                        title=title,
+                        body=body,
+                        state="pending",
+                        attempts=0,
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
+                    .on_conflict_do_nothing(constraint="uq_notifications_key")
                 )
-                .on_conflict_do_nothing(constraint="uq_notifications_key")
-            ).rowcount
+            )
     return queued
 
 
@@ -164,11 +177,13 @@ def record_delivery(
     """Store what happened to one send: sent, or failed and due again after a backoff."""
     now = now or utcnow()
     if result.ok:
-        sent = session.execute(
-            update(Notification)
-            .where(Notification.id == note.id, Notification.state == "pending")
-            .values(state="sent", sent_at=now, last_error=None)
-        ).rowcount
+        sent = affected(
+            session.execute(
+                update(Notification)
+                .where(Notification.id == note.id, Notification.state == "pending")
+                .values(state="sent", sent_at=now, last_error=None)
+            )
+        )
         if not sent:
             return
         if note.kind == "opened":
@@ -177,15 +192,22 @@ def record_delivery(
                 .where(Incident.id == note.incident_id)
                 .values(notified_at=func.coalesce(Incident.notified_at, now))
             )
-        add_event(session, note.incident_id, now, "notified", detail=f"{note.kind} via {note.channel}")
+        add_event(
+            session, note.incident_id, now, "notified", detail=f"{note.kind} via {note.channel}"
+        )
         return
     session.execute(
         update(Notification)
         .where(Notification.id == note.id, Notification.state == "pending")
         .values(last_error=result.error, next_attempt_at=now + retry_delay(note.attempts))
     )
-    add_event(session, note.incident_id, now, "notification failed",
-              detail=f"{note.channel}, attempt {note.attempts}: {result.error}")
+    add_event(
+        session,
+        note.incident_id,
+        now,
+        "notification failed",
+        detail=f"{note.channel}, attempt {note.attempts}: {result.error}",
+    )
 
 
 def send(config: EventopsConfig, note: ClaimedNotification) -> Delivery:

@@ -138,8 +138,15 @@ def record_outcomes(
         ).all()
     )
     for check in checks:
-        _apply(session, check, sorted(fresh[check.id], key=lambda r: r.slot),
-               open_incidents.get(check.id), escalation_delays, now, summary)
+        _apply(
+            session,
+            check,
+            sorted(fresh[check.id], key=lambda r: r.slot),
+            open_incidents.get(check.id),
+            escalation_delays,
+            now,
+            summary,
+        )
     return summary
 
 
@@ -272,4 +279,6 @@ def add_event(
     actor: str = "eventops",
     detail: str | None = None,
 ) -> None:
-    session.add(IncidentEvent(incident_id=incident_id, at=at, kind=kind, actor=actor, detail=detail))
+    session.add(
+        IncidentEvent(incident_id=incident_id, at=at, kind=kind, actor=actor, detail=detail)
+    )

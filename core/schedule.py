@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from core.clock import utcnow
 from core.probing import Reason
 from models.config import EventopsConfig
+from models.db import affected
 from models.tables import Check, Outcome
 
 # How long past its timeout a dispatched slot may stay without an outcome before it is
@@ -63,9 +64,11 @@ def sync_checks(session: Session, config: EventopsConfig, now: datetime | None =
             },
         )
         session.execute(statement)
-    disabled = session.execute(
-        update(Check).where(Check.name.not_in(names), Check.enabled).values(enabled=False)
-    ).rowcount
+    disabled = affected(
+        session.execute(
+            update(Check).where(Check.name.not_in(names), Check.enabled).values(enabled=False)
+        )
+    )
     return {"checks": len(names), "disabled": disabled}
 
 
@@ -129,7 +132,9 @@ def claim_due_slots(
     if give_up:
         record_missed(session, give_up, now)
     params["limit"] = max(limit - len(resend), 0)
-    fresh = [DueSlot(*row) for row in session.execute(_CLAIM_NEW, params)] if params["limit"] else []
+    fresh = (
+        [DueSlot(*row) for row in session.execute(_CLAIM_NEW, params)] if params["limit"] else []
+    )
     return resend + fresh
 
 

@@ -164,12 +164,15 @@ class EventopsConfig(_Strict):
     def cross_reference_problems(self) -> list[str]:
         """Problems that span fields: duplicate names and routes to unknown channels."""
         problems: list[str] = []
-        for label, items in (("checks", self.checks), ("channels", self.channels)):
+        for label, names in (
+            ("checks", [c.name for c in self.checks]),
+            ("channels", [c.name for c in self.channels]),
+        ):
             seen: set[str] = set()
-            for index, item in enumerate(items):
-                if item.name in seen:
-                    problems.append(f"{label}[{index}].name: duplicate name {item.name!r}")
-                seen.add(item.name)
+            for index, name in enumerate(names):
+                if name in seen:
+                    problems.append(f"{label}[{index}].name: duplicate name {name!r}")
+                seen.add(name)
         known = {c.name for c in self.channels}
         for severity, channel_names in self.routes.items():
             for index, name in enumerate(channel_names):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import CursorResult, Engine, Result, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 _engine: Engine | None = None
@@ -39,8 +40,10 @@ def get_engine() -> Engine:
 
         url = get_settings().database_url
         if url is None:
-            raise RuntimeError(
-                "EVENTOPS_DATABASE_URL is not set (`eventops run` starts an embedded Postgres)"
+            from models.config import ConfigError
+
+            raise ConfigError(
+                ["EVENTOPS_DATABASE_URL: is not set (`eventops run` starts an embedded Postgres)"]
             )
         configure(url)
     assert _engine is not None
@@ -67,3 +70,8 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def affected(result: Result[Any]) -> int:
+    """Rows an UPDATE, DELETE or INSERT touched (DML results are cursor results)."""
+    return cast(CursorResult[Any], result).rowcount

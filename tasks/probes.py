@@ -53,7 +53,9 @@ def dispatch_due() -> dict[str, int]:
 )
 def run_batch(slots: list[list]) -> dict:
     """Probe a batch of (check id, slot) pairs concurrently and record the outcomes."""
-    targets = load_targets([(int(check_id), datetime.fromisoformat(slot)) for check_id, slot in slots])
+    targets = load_targets(
+        [(int(check_id), datetime.fromisoformat(slot)) for check_id, slot in slots]
+    )
     results = runtime.run(probe_all(runtime.http_client(), targets))
     try:
         with session_scope() as session:

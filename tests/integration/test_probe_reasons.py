@@ -1,0 +1,580 @@
+"""Every probe failure reason, proven against real servers on 127.0.0.1.
+
+No mocks of httpx or sockets: each test starts a small server (plain sockets in threads,
+TLS through the standard `ssl` module with certificates made by the `openssl` command)
+that misbehaves in one specific way, and checks the outcome `probe()` turns it into.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.probing import (
+    ProbeResult,
+    ProbeTarget,
+    Reason,
+    make_client,
+    probe,
+    probe_all,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+ANY_2XX = tuple(range(200, 300))
+
+Handler = Callable[[socket.socket, threading.Event], None]
+
+
+# --------------------------------------------------------------------------- servers
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1: one thread accepts, one thread per connection runs `handler`.
+
+    Handlers get the connection (with a short socket timeout, so they can poll) and the
+    stop event; `close()` sets the event, and every thread must then end promptly.
+    """
+
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
+        self.handler = handler
+        self.tls = tls
+        self.stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.listener.settimeout(0.05)
+        self.port: int = self.listener.getsockname()[1]
+        self.threads: list[threading.Thread] = []
+        self.accepter = threading.Thread(target=self._accept_loop, daemon=True)
+        self.accepter.start()
+
+    def url(self, path: str = "/", scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def _accept_loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            worker = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(worker)
+            worker.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(0.1)
+            if self.tls is not None:
+                conn.settimeout(2.0)
+                conn = self.tls.wrap_socket(conn, server_side=True)
+                conn.settimeout(0.1)
+            self.handler(conn, self.stop)
+        except OSError:  # includes ssl.SSLError: the client hung up or refused our cert
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.accepter.join(timeout=2)
+        self.listener.close()
+        for worker in self.threads:
+            worker.join(timeout=2)
+        alive = [t for t in [self.accepter, *self.threads] if t.is_alive()]
+        assert not alive, f"server threads still running at teardown: {alive}"
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., RawServer]]:
+    """Start servers for one test; all of them are stopped and joined at teardown."""
+    servers: list[RawServer] = []
+
+    def start(handler: Handler, tls: ssl.SSLContext | None = None) -> RawServer:
+        server = RawServer(handler, tls)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def read_request_head(conn: socket.socket, stop: threading.Event) -> bytes:
+    """Read up to the blank line that ends the request head (probes send no body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        if stop.is_set():
+            raise ConnectionAbortedError("server stopping")
+        try:
+            chunk = conn.recv(4096)
+        except TimeoutError:
+            continue
+        if not chunk:
+            raise ConnectionAbortedError("client closed before finishing its request")
+        data += chunk
+    return data
+
+
+def request_path(head: bytes) -> str:
+    return head.split(b"\r\n", 1)[0].split(b" ")[1].decode()
+
+
+def respond(conn: socket.socket, status: str, body: bytes = b"", headers: str = "") -> None:
+    head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n{headers}\r\n"
+    conn.sendall(head.encode() + body)
+
+
+def routes(table: dict[str, tuple[str, bytes, str]]) -> Handler:
+    """A well-behaved server: path -> (status line, body, extra header lines)."""
+
+    def handler(conn: socket.socket, stop: threading.Event) -> None:
+        path = request_path(read_request_head(conn, stop))
+        status, body, headers = table.get(path, ("404 Not Found", b"", ""))
+        respond(conn, status, body, headers)
+
+    return handler
+
+
+def wait_for_stop(conn: socket.socket, stop: threading.Event) -> None:
+    stop.wait()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def target(
+    url: str,
+    *,
+    timeout_s: float = 2.0,
+    expected_status: tuple[int, ...] = ANY_2XX,
+    max_body_bytes: int = 1_000_000,
+    check_id: int = 1,
+) -> ProbeTarget:
+    return ProbeTarget(
+        check_id=check_id,
+        slot=datetime.now(UTC),
+        url=url,
+        method="GET",
+        timeout_s=timeout_s,
+        expected_status=expected_status,
+        max_body_bytes=max_body_bytes,
+    )
+
+
+def run_probe(
+    probe_target: ProbeTarget, client_factory: Callable[[], httpx.AsyncClient] = make_client
+) -> ProbeResult:
+    async def main() -> ProbeResult:
+        client = client_factory()
+        try:
+            return await probe(client, probe_target)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def timed_probe(
+    probe_target: ProbeTarget, client_factory: Callable[[], httpx.AsyncClient] = make_client
+) -> tuple[ProbeResult, float]:
+    started = time.perf_counter()
+    result = run_probe(probe_target, client_factory)
+    return result, time.perf_counter() - started
+
+
+def assert_down(result: ProbeResult, reason: str) -> None:
+    assert result.status == "down", result
+    assert result.reason == reason, result
+    assert not result.ok
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_healthy_200_is_up_with_status_and_latency(serve: Callable[..., RawServer]) -> None:
+    server = serve(routes({"/health": ("200 OK", b"ok", "")}))
+
+    result = run_probe(target(server.url("/health")))
+
+    assert result.status == "up"
+    assert result.ok
+    assert result.http_status == 200
+    assert result.reason is None
+    assert result.latency_ms is not None and 0 < result.latency_ms < 2000
+
+
+def test_503_is_down_with_bad_status(serve: Callable[..., RawServer]) -> None:
+    server = serve(routes({"/": ("503 Service Unavailable", b"busy", "")}))
+
+    result = run_probe(target(server.url("/")))
+
+    assert_down(result, Reason.BAD_STATUS)
+    assert result.http_status == 503
+
+
+def test_204_is_bad_status_when_only_200_is_expected(serve: Callable[..., RawServer]) -> None:
+    server = serve(routes({"/": ("204 No Content", b"", "")}))
+
+    result = run_probe(target(server.url("/"), expected_status=(200,)))
+
+    assert_down(result, Reason.BAD_STATUS)
+    assert result.http_status == 204
+
+
+def test_non_utf8_body_with_200_is_up(serve: Callable[..., RawServer]) -> None:
+    body = b"\xff\xfe\x00\x80 not utf-8 \xc3\x28"
+    server = serve(routes({"/": ("200 OK", body, "Content-Type: text/plain; charset=utf-8\r\n")}))
+
+    result = run_probe(target(server.url("/")))
+
+    assert result.status == "up"
+    assert result.http_status == 200
+
+
+# --------------------------------------------------------------------------- connecting
+
+
+def test_port_with_nothing_listening_is_refused() -> None:
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    # The socket is closed: nothing listens on `port` now.
+
+    result, elapsed = timed_probe(target(f"http://127.0.0.1:{port}/"))
+
+    assert_down(result, Reason.REFUSED)
+    assert elapsed < 1.0
+
+
+@pytest.mark.timeout(10)
+def test_host_under_dot_invalid_is_dns() -> None:
+    # RFC 2606: .invalid never resolves, so only the local resolver is asked.
+    result = run_probe(target("http://eventops-probe-test.invalid/", timeout_s=5.0))
+
+    assert_down(result, Reason.DNS)
+
+
+def test_ftp_url_is_invalid_url() -> None:
+    result = run_probe(target("ftp://127.0.0.1/file.txt"))
+
+    assert_down(result, Reason.INVALID_URL)
+    assert result.http_status is None
+
+
+# --------------------------------------------------------------------------- deadlines
+
+
+def test_server_that_accepts_and_never_answers_times_out_within_the_deadline(
+    serve: Callable[..., RawServer],
+) -> None:
+    server = serve(wait_for_stop)
+
+    result, elapsed = timed_probe(target(server.url("/"), timeout_s=1.0))
+
+    assert_down(result, Reason.TIMEOUT)
+    assert 0.9 < elapsed < 1.0 + 1.0
+
+
+def test_server_dripping_a_byte_at_a_time_times_out_within_the_deadline(
+    serve: Callable[..., RawServer],
+) -> None:
+    def drip(conn: socket.socket, stop: threading.Event) -> None:
+        read_request_head(conn, stop)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+        # Each byte arrives well inside httpx's per-read timeout: only the overall
+        # deadline of the probe can end this exchange.
+        while not stop.wait(0.2):
+            conn.sendall(b"x")
+
+    server = serve(drip)
+
+    result, elapsed = timed_probe(target(server.url("/"), timeout_s=1.0))
+
+    assert_down(result, Reason.TIMEOUT)
+    assert result.http_status == 200  # the headers had arrived; the body never finished
+    assert 0.9 < elapsed < 1.0 + 1.0
+
+
+def test_endless_body_is_body_too_large_quickly(serve: Callable[..., RawServer]) -> None:
+    def endless(conn: socket.socket, stop: threading.Event) -> None:
+        read_request_head(conn, stop)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
+        chunk = b"z" * 16_384
+        while not stop.is_set():
+            try:
+                conn.sendall(chunk)
+            except TimeoutError:
+                continue  # the client is not reading; poll `stop` again
+
+    server = serve(endless)
+
+    result, elapsed = timed_probe(target(server.url("/"), timeout_s=5.0, max_body_bytes=10_000))
+
+    assert_down(result, Reason.BODY_TOO_LARGE)
+    assert result.http_status == 200
+    assert elapsed < 1.0
+
+
+def test_slow_target_does_not_delay_the_others_and_results_keep_input_order(
+    serve: Callable[..., RawServer],
+) -> None:
+    fast = serve(routes({f"/{i}": ("200 OK", b"ok", "") for i in range(20)}))
+    blackhole = serve(wait_for_stop)
+    slow_index = 7
+    targets = [
+        target(
+            blackhole.url("/") if i == slow_index else fast.url(f"/{i}"),
+            timeout_s=1.0,
+            check_id=100 + i,
+        )
+        for i in range(20)
+    ]
+
+    async def main() -> list[ProbeResult]:
+        client = make_client()
+        try:
+            return await probe_all(client, targets, concurrency=50)
+        finally:
+            await client.aclose()
+
+    started = time.perf_counter()
+    results = asyncio.run(main())
+    elapsed = time.perf_counter() - started
+
+    assert elapsed < 1.5
+    assert [r.check_id for r in results] == [t.check_id for t in targets]
+    assert_down(results[slow_index], Reason.TIMEOUT)
+    others = [r for i, r in enumerate(results) if i != slow_index]
+    assert all(r.status == "up" and r.http_status == 200 for r in others), others
+
+
+# --------------------------------------------------------------------------- redirects
+
+
+def test_redirect_loop_is_too_many_redirects(serve: Callable[..., RawServer]) -> None:
+    server = serve(
+        routes(
+            {
+                "/a": ("302 Found", b"", "Location: /b\r\n"),
+                "/b": ("302 Found", b"", "Location: /a\r\n"),
+            }
+        )
+    )
+
+    result, elapsed = timed_probe(target(server.url("/a")))
+
+    assert_down(result, Reason.TOO_MANY_REDIRECTS)
+    assert elapsed < 1.0
+
+
+def test_short_redirect_chain_is_followed_to_the_final_status(
+    serve: Callable[..., RawServer],
+) -> None:
+    server = serve(
+        routes(
+            {
+                "/old": ("301 Moved Permanently", b"", "Location: /new\r\n"),
+                "/new": ("200 OK", b"ok", ""),
+            }
+        )
+    )
+
+    result = run_probe(target(server.url("/old")))
+
+    assert result.status == "up"
+    assert result.http_status == 200
+
+
+# --------------------------------------------------------------------------- broken peers
+
+
+def test_garbage_instead_of_http_is_protocol_error(serve: Callable[..., RawServer]) -> None:
+    def garbage(conn: socket.socket, stop: threading.Event) -> None:
+        read_request_head(conn, stop)
+        conn.sendall(b"NOT HTTP\r\n\r\n")
+        conn.shutdown(socket.SHUT_WR)
+
+    server = serve(garbage)
+
+    result, elapsed = timed_probe(target(server.url("/")))
+
+    assert result.status == "down"
+    assert result.reason in {Reason.PROTOCOL, Reason.CONNECTION}, result
+    # httpx raises RemoteProtocolError ("illegal status line"): it is named as such.
+    assert result.reason == Reason.PROTOCOL, result
+    assert elapsed < 1.0
+
+
+def test_connection_reset_by_the_server_is_connection_error_not_an_exception(
+    serve: Callable[..., RawServer],
+) -> None:
+    def reset(conn: socket.socket, stop: threading.Event) -> None:
+        read_request_head(conn, stop)
+        # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    server = serve(reset)
+
+    result, elapsed = timed_probe(target(server.url("/")))
+
+    assert_down(result, Reason.CONNECTION)
+    assert elapsed < 1.0
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+@dataclass(frozen=True)
+class Certs:
+    ca: Path  # the test CA that signed the leaves below
+    valid: tuple[Path, Path]  # (cert, key) for 127.0.0.1, signed by the CA
+    expired: tuple[Path, Path]  # for 127.0.0.1, signed by the CA, expired in 2001
+    wrong_host: tuple[Path, Path]  # for example.test only, signed by the CA
+    self_signed: tuple[Path, Path]  # for 127.0.0.1, signed by itself
+
+
+CA_CONFIG = """\
+[ca]
+default_ca = test_ca
+[test_ca]
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = any_name
+copy_extensions = copy
+unique_subject = no
+[any_name]
+commonName = supplied
+"""
+
+EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make test certificates")
+    work = tmp_path_factory.mktemp("certs")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=work, check=True, capture_output=True)
+
+    def self_signed(name: str, subject: str, *extra: str) -> tuple[Path, Path]:
+        openssl("req", "-x509", *EC_KEY, "-keyout", f"{name}.key", "-out", f"{name}.pem",
+                "-days", "2", "-subj", subject, *extra)  # fmt: skip
+        return work / f"{name}.pem", work / f"{name}.key"
+
+    def signed(name: str, cn: str, san: str, *dates: str) -> tuple[Path, Path]:
+        openssl("req", *EC_KEY, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN={cn}", "-addext", f"subjectAltName={san}")  # fmt: skip
+        openssl("ca", "-batch", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key",
+                "-in", f"{name}.csr", "-out", f"{name}.pem", *dates)  # fmt: skip
+        return work / f"{name}.pem", work / f"{name}.key"
+
+    (work / "ca.cnf").write_text(CA_CONFIG)
+    (work / "index.txt").write_text("")
+    (work / "serial").write_text("01\n")
+    self_signed("ca", "/CN=eventops test CA")
+    return Certs(
+        ca=work / "ca.pem",
+        valid=signed("valid", "127.0.0.1", "IP:127.0.0.1", "-days", "2"),
+        expired=signed(
+            "expired",
+            "127.0.0.1",
+            "IP:127.0.0.1",
+            "-startdate",
+            "20000101000000Z",
+            "-enddate",
+            "20010101000000Z",
+        ),  # fmt: skip
+        wrong_host=signed("wrong", "example.test", "DNS:example.test", "-days", "2"),
+        self_signed=self_signed("self", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+    )
+
+
+def server_tls(cert_and_key: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*cert_and_key)
+    return context
+
+
+def client_trusting(ca: Path) -> Callable[[], httpx.AsyncClient]:
+    """A client like make_client() that also trusts the test CA, so that a failure is
+    about the one thing under test (expiry, host name) and not about an unknown issuer."""
+
+    def factory() -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            verify=ssl.create_default_context(cafile=str(ca)), follow_redirects=True
+        )
+
+    return factory
+
+
+OK_ROUTES = {"/": ("200 OK", b"ok", "")}
+
+
+def test_valid_certificate_from_a_trusted_ca_is_up(
+    serve: Callable[..., RawServer], certs: Certs
+) -> None:
+    # The control for the TLS tests below: this server and client do work together.
+    server = serve(routes(OK_ROUTES), tls=server_tls(certs.valid))
+
+    result = run_probe(target(server.url("/", "https")), client_trusting(certs.ca))
+
+    assert result.status == "up", result
+    assert result.http_status == 200
+
+
+def test_self_signed_certificate_is_tls(serve: Callable[..., RawServer], certs: Certs) -> None:
+    server = serve(routes(OK_ROUTES), tls=server_tls(certs.self_signed))
+
+    result, elapsed = timed_probe(target(server.url("/", "https")))
+
+    assert_down(result, Reason.TLS)
+    assert "self-signed" in (result.detail or "") or "self signed" in (result.detail or "")
+    assert elapsed < 1.0
+
+
+def test_expired_certificate_is_tls(serve: Callable[..., RawServer], certs: Certs) -> None:
+    server = serve(routes(OK_ROUTES), tls=server_tls(certs.expired))
+
+    result = run_probe(target(server.url("/", "https")), client_trusting(certs.ca))
+
+    assert_down(result, Reason.TLS)
+    assert "expired" in (result.detail or ""), result
+
+
+def test_certificate_for_another_host_name_is_tls(
+    serve: Callable[..., RawServer], certs: Certs
+) -> None:
+    server = serve(routes(OK_ROUTES), tls=server_tls(certs.wrong_host))
+
+    result = run_probe(target(server.url("/", "https")), client_trusting(certs.ca))
+
+    assert_down(result, Reason.TLS)
+    assert "mismatch" in (result.detail or "").lower(), result
+
+
+def test_certificate_for_another_host_name_is_tls_with_the_default_client(
+    serve: Callable[..., RawServer], certs: Certs
+) -> None:
+    server = serve(routes(OK_ROUTES), tls=server_tls(certs.wrong_host))
+
+    result = run_probe(target(server.url("/", "https")))
+
+    assert_down(result, Reason.TLS)

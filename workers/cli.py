@@ -1,0 +1,262 @@
+"""The `eventops` command: run the system, its processes, and look at what it knows."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from models.config import ConfigError, EventopsConfig, load_config
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_CONFIG = 2
+
+
+def config_errors_exit_2(command: F) -> F:
+    """A bad config or environment prints one line per problem and exits 2, no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as error:
+            click.echo("eventops: the configuration has problems:", err=True)
+            for line in error.problems:
+                click.echo(f"  {line}", err=True)
+            sys.exit(EXIT_CONFIG)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def checked_config() -> EventopsConfig:
+    from workers.settings import get_config
+
+    return get_config()
+
+
+@click.group()
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """eventops: monitoring and maintenance workers for the Event Pros NZ platform."""
+    if ctx.invoked_subcommand != "run":
+        from workers.settings import ROOT
+        from workers.standalone import load_standalone_env
+
+        load_standalone_env(Path(os.environ.get("EVENTOPS_VAR_DIR", ROOT / "var")))
+
+
+@main.command()
+@config_errors_exit_2
+def run() -> None:
+    """Start everything: embedded Postgres and Redis unless URLs are given, migrations, the
+    worker, beat, Flower and the demo platform. Ctrl-C stops all of it."""
+    from workers.settings import get_settings
+    from workers.standalone import Standalone
+
+    checked_config()
+    sys.exit(Standalone(get_settings()).run())
+
+
+@main.command()
+@config_errors_exit_2
+def migrate() -> None:
+    """Bring the database schema up to date and load the config's checks into it."""
+    from core.migrate import upgrade
+    from core.schedule import sync_checks
+    from models.db import get_engine, session_scope
+
+    config = checked_config()
+    upgrade(get_engine().url.render_as_string(hide_password=False))
+    with session_scope() as session:
+        counts = sync_checks(session, config)
+    click.echo(
+        f"schema up to date; {counts['checks']} checks loaded, {counts['disabled']} disabled"
+    )
+
+
+@main.command()
+@click.option("--queues", "-Q", default="probes,pipeline,escalations,slow", show_default=True)
+@click.option("--concurrency", "-c", type=int, default=2, show_default=True)
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@click.option("--hostname", "-n", default=None, help="Node name, e.g. probes@%h.")
+@config_errors_exit_2
+def worker(queues: str, concurrency: int, loglevel: str, hostname: str | None) -> None:
+    """Run a Celery worker (prefork) on the given queues."""
+    checked_config()
+    from workers.app import app
+
+    argv = ["worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, "-E"]
+    if hostname:
+        argv += ["-n", hostname]
+    app.worker_main(argv)
+
+
+@main.command()
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@config_errors_exit_2
+def beat(loglevel: str) -> None:
+    """Run Celery beat. Run exactly one: the ticks are cheap and idempotent, but pointless twice."""
+    from workers.app import app
+    from workers.settings import get_settings
+
+    checked_config()
+    settings = get_settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    schedule = settings.var_dir / "celerybeat-schedule"
+    app.start(["beat", "-l", loglevel, "-s", str(schedule)])
+
+
+@main.command()
+@click.option("--port", type=int, default=5555, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True)
+@config_errors_exit_2
+def flower(port: int, address: str) -> None:
+    """Run Flower with basic auth (EVENTOPS_FLOWER_USER / EVENTOPS_FLOWER_PASSWORD)."""
+    from workers.app import app
+    from workers.settings import get_settings
+
+    settings = get_settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    # Through the environment, not argv, so the password never shows in `ps`.
+    os.environ["FLOWER_BASIC_AUTH"] = (
+        f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
+    )
+    app.start(
+        [
+            "flower",
+            f"--port={port}",
+            f"--address={address}",
+            "--persistent=True",
+            f"--db={settings.var_dir / 'flower.db'}",
+        ]
+    )
+
+
+@main.group()
+def config() -> None:
+    """Look at the configuration."""
+
+
+@config.command("check")
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+@config_errors_exit_2
+def config_check(path: Path | None) -> None:
+    """Validate the config file (default: EVENTOPS_CONFIG_FILE); exit 2 on problems."""
+    from workers.settings import read_settings
+
+    settings = read_settings()
+    loaded = load_config(path or settings.config_file, settings.config_overrides())
+    click.echo(
+        f"ok: {len(loaded.checks)} checks, {len(loaded.channels)} channels, "
+        f"platform {loaded.platform_url}"
+    )
+
+
+@main.group()
+def checks() -> None:
+    """List checks and run them now."""
+
+
+@checks.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def checks_list(as_json: bool) -> None:
+    """Every check with its state."""
+    from sqlalchemy import select
+
+    from models.db import session_scope
+    from models.tables import Check
+
+    with session_scope() as session:
+        rows = session.scalars(select(Check).order_by(Check.name)).all()
+        data = [
+            {
+                "name": c.name,
+                "status": c.status if c.enabled else "disabled",
+                "interval_s": c.interval_s,
+                "failures": c.consecutive_failures,
+                "last_checked_at": c.last_checked_at.isoformat() if c.last_checked_at else None,
+                "last_latency_ms": c.last_latency_ms,
+                "last_reason": c.last_reason,
+                "next_due_at": c.next_due_at.isoformat(),
+            }
+            for c in rows
+        ]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"{'name':<20} {'status':<9} {'every':>6} {'latency':>9}  last reason")
+    for row in data:
+        latency = f"{row['last_latency_ms']:.0f} ms" if row["last_latency_ms"] is not None else "-"
+        click.echo(
+            f"{row['name']:<20} {row['status']:<9} {row['interval_s']:>5.0f}s {latency:>9}  "
+            f"{row['last_reason'] or ''}"
+        )
+
+
+@checks.command("run")
+@click.argument("name")
+def checks_run(name: str) -> None:
+    """Make a check due now; the next dispatch tick (within seconds) probes it."""
+    from core.schedule import request_probe_now
+    from models.db import session_scope
+
+    with session_scope() as session:
+        found = request_probe_now(session, name)
+    if not found:
+        raise click.ClickException(f"no check named {name!r}")
+    click.echo(f"{name}: due now")
+
+
+@main.group()
+def incidents() -> None:
+    """List incidents."""
+
+
+@incidents.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include resolved incidents.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def incidents_list(show_all: bool, as_json: bool) -> None:
+    """Open incidents, newest first."""
+    from sqlalchemy import select
+
+    from models.db import session_scope
+    from models.tables import Incident
+
+    with session_scope() as session:
+        query = select(Incident).order_by(Incident.opened_at.desc()).limit(200)
+        if not show_all:
+            query = query.where(Incident.status != "resolved")
+        data = [
+            {
+                "id": i.id,
+                "severity": i.severity,
+                "status": i.status,
+                "title": i.title,
+                "opened_at": i.opened_at.isoformat(),
+                "notified_at": i.notified_at.isoformat() if i.notified_at else None,
+                "resolved_at": i.resolved_at.isoformat() if i.resolved_at else None,
+            }
+            for i in session.scalars(query)
+        ]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not data:
+        click.echo("no open incidents" if not show_all else "no incidents")
+    for row in data:
+        notified = "notified" if row["notified_at"] else "not notified yet"
+        click.echo(
+            f"#{row['id']:<5} {row['severity']:<8} {row['status']:<12} {row['title']} "
+            f"(since {str(row['opened_at'])[:19]}, {notified})"
+        )
+
+
+if __name__ == "__main__":
+    main()
