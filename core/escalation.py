@@ -82,7 +82,7 @@ def fire_due_escalations(
             continue
         title, body = compose(session, incident, step.kind)
         for channel in channels:
-            queued += affected(
+            queued += len(
                 session.execute(
                     insert(Notification)
                     .values(
@@ -98,7 +98,8 @@ def fire_due_escalations(
                         created_at=now,
                     )
                     .on_conflict_do_nothing(constraint="uq_notifications_key")
-                )
+                    .returning(Notification.id)
+                ).all()
             )
     return queued
 

@@ -163,6 +163,11 @@ def classify_transport_error(error: BaseException) -> tuple[str, str]:
             isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED
         ):
             return Reason.REFUSED, "connection refused"
+    # Before the text checks below: a protocol error's message quotes the peer's bytes
+    # ("illegal status line: ..."), so a server must not pick its own reason by sending
+    # words like "SSL" or "refused".
+    if isinstance(error, httpx.RemoteProtocolError | httpx.LocalProtocolError):
+        return Reason.PROTOCOL, str(error)[:200] or type(error).__name__
     text = str(error).lower()
     if "certificate" in text or "ssl" in text or "tls" in text:
         return Reason.TLS, str(error)[:200]
@@ -170,8 +175,6 @@ def classify_transport_error(error: BaseException) -> tuple[str, str]:
         return Reason.REFUSED, "connection refused"
     if "name or service not known" in text or "nodename nor servname" in text:
         return Reason.DNS, "host name does not resolve"
-    if isinstance(error, httpx.RemoteProtocolError | httpx.LocalProtocolError):
-        return Reason.PROTOCOL, str(error)[:200] or type(error).__name__
     return Reason.CONNECTION, str(error)[:200] or type(error).__name__
 
 

@@ -9,6 +9,8 @@ created and migrated here and dropped at the end.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,16 +44,19 @@ def _libpq_kwargs(url: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server_url() -> Iterator[str]:
     given = os.environ.get("EVENTOPS_TEST_DATABASE_URL")
     if given:
         yield given.replace("postgresql://", "postgresql+psycopg://", 1)
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("embedded") / "postgres").start()
+    # Not under pytest's tmp dir: pytest prunes old ones while another session may still
+    # run, and its 0700 parent is closed to the unprivileged user the server runs as.
+    server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="eventops-pg-")) / "data").start()
     try:
         yield server.url("postgres")
     finally:
         server.remove()
+        shutil.rmtree(server.data_dir.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

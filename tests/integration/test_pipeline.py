@@ -1,0 +1,141 @@
+"""The results pipeline on real Postgres: outcomes once, state, incidents, escalation rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from core.pipeline import record_outcomes
+from core.probing import ProbeResult
+from core.schedule import sync_checks
+from models.db import session_scope
+from models.tables import Check, Escalation, Incident, IncidentEvent, Outcome
+from tests.conftest import make_config
+
+T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+DELAYS = {"critical": timedelta(0), "warning": timedelta(minutes=15), "info": None}
+
+
+def one_check(**fields: object) -> int:
+    check = {"name": "stripe", "url": "http://127.0.0.1:9/", "interval": "1m", "timeout": "5s"}
+    check.update(fields)
+    with session_scope() as session:
+        sync_checks(session, make_config(checks=[check]), now=T0)
+        return session.scalars(select(Check.id)).one()
+
+
+def outcome(check_id: int, minute: int, ok: bool) -> ProbeResult:
+    slot = T0 + timedelta(minutes=minute)
+    if ok:
+        return ProbeResult(check_id, slot, slot, "up", 12.0, 200)
+    return ProbeResult(check_id, slot, slot, "down", 40.0, 503, "bad_status", "HTTP 503")
+
+
+def feed(*results: ProbeResult, minute: int = 0):
+    with session_scope() as session:
+        return record_outcomes(session, list(results), DELAYS, now=T0 + timedelta(minutes=minute))
+
+
+def count(model: type) -> int:
+    with session_scope() as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_a_redelivered_batch_writes_nothing_twice_and_counts_nothing_twice(clean_db: str) -> None:
+    check_id = one_check(alert_threshold=3)
+    batch = [outcome(check_id, 0, False), outcome(check_id, 1, False)]
+    first = feed(*batch)
+    again = feed(*batch)
+    assert (first.written, first.duplicates) == (2, 0)
+    assert (again.written, again.duplicates) == (0, 2)
+    assert count(Outcome) == 2
+    with session_scope() as session:
+        check = session.get(Check, check_id)
+        assert check is not None
+        assert (check.status, check.consecutive_failures) == ("failing", 2)
+
+
+def test_reaching_the_alert_threshold_opens_one_critical_incident_due_now(clean_db: str) -> None:
+    check_id = one_check(alert_threshold=2)
+    assert feed(outcome(check_id, 0, False)).opened == []
+    summary = feed(outcome(check_id, 1, False), minute=1)
+    assert len(summary.opened) == 1 and summary.urgent
+    feed(outcome(check_id, 2, False), minute=2)  # still failing: no second incident
+    with session_scope() as session:
+        incident = session.scalars(select(Incident)).one()
+        escalation = session.scalars(select(Escalation)).one()
+        events = session.scalars(select(IncidentEvent.kind)).all()
+    assert incident.fingerprint == f"check:{check_id}"
+    assert (incident.severity, incident.status, incident.title) == (
+        "critical", "open", "stripe is down"
+    )
+    assert "bad_status (HTTP 503)" in (incident.summary or "")
+    assert (escalation.kind, escalation.due_at) == ("opened", T0 + timedelta(minutes=1))
+    assert events == ["opened"]
+
+
+def test_a_warning_check_escalates_after_its_delay_not_at_once(clean_db: str) -> None:
+    check_id = one_check(severity="warning")
+    summary = feed(outcome(check_id, 0, False))
+    assert not summary.urgent
+    with session_scope() as session:
+        escalation = session.scalars(select(Escalation)).one()
+    assert escalation.due_at == T0 + timedelta(minutes=15)
+
+
+def test_recovery_resolves_after_the_recovery_threshold_and_cancels_pending_pages(
+    clean_db: str,
+) -> None:
+    check_id = one_check(severity="warning", recovery_threshold=2)
+    [incident_id] = feed(outcome(check_id, 0, False)).opened
+    assert feed(outcome(check_id, 1, True), minute=1).resolved == []
+    assert feed(outcome(check_id, 2, True), minute=2).resolved == [incident_id]
+    with session_scope() as session:
+        incident = session.get(Incident, incident_id)
+        escalations = session.scalars(select(Escalation)).all()
+        check = session.get(Check, check_id)
+    assert incident is not None and incident.status == "resolved"
+    assert incident.resolved_at == T0 + timedelta(minutes=2)
+    # Nobody was told it opened, so nobody is told it resolved; the pending page is void.
+    assert [(e.kind, e.state) for e in escalations] == [("opened", "cancelled")]
+    assert check is not None and check.status == "up"
+
+
+def test_a_notified_incident_queues_a_resolution_notice(clean_db: str) -> None:
+    check_id = one_check(recovery_threshold=1)
+    [incident_id] = feed(outcome(check_id, 0, False)).opened
+    with session_scope() as session:
+        incident = session.get(Incident, incident_id)
+        assert incident is not None
+        incident.notified_at = T0
+    feed(outcome(check_id, 1, True), minute=1)
+    with session_scope() as session:
+        kinds = session.scalars(select(Escalation.kind).order_by(Escalation.id)).all()
+    assert kinds == ["opened", "resolved"]
+
+
+def test_a_late_older_outcome_is_stored_but_does_not_move_state_backwards(clean_db: str) -> None:
+    check_id = one_check(alert_threshold=1)
+    feed(outcome(check_id, 5, True))
+    summary = feed(outcome(check_id, 4, False))
+    assert summary.written == 1 and summary.opened == []
+    with session_scope() as session:
+        check = session.get(Check, check_id)
+    assert check is not None and check.status == "up"
+
+
+def test_after_resolution_a_new_failure_opens_a_new_incident(clean_db: str) -> None:
+    check_id = one_check(recovery_threshold=1)
+    [first] = feed(outcome(check_id, 0, False)).opened
+    feed(outcome(check_id, 1, True))
+    [second] = feed(outcome(check_id, 2, False)).opened
+    assert second != first
+    assert count(Incident) == 2
+
+
+def test_outcomes_in_one_batch_apply_in_slot_order(clean_db: str) -> None:
+    check_id = one_check(alert_threshold=2, recovery_threshold=1)
+    # Arrives shuffled: fail@0, fail@1 opens, pass@2 resolves.
+    summary = feed(outcome(check_id, 2, True), outcome(check_id, 0, False), outcome(check_id, 1, False))
+    assert len(summary.opened) == 1 and len(summary.resolved) == 1
