@@ -402,10 +402,21 @@ def test_short_redirect_chain_is_followed_to_the_final_status(
 # --------------------------------------------------------------------------- broken peers
 
 
-def test_garbage_instead_of_http_is_protocol_error(serve: Callable[..., RawServer]) -> None:
+@pytest.mark.parametrize(
+    "garbage_bytes",
+    [
+        b"NOT HTTP\r\n\r\n",
+        # The error message quotes these bytes: they must not make it a TLS or refused outcome.
+        b"SSL certificate refused\r\n\r\n",
+    ],
+    ids=["plain-garbage", "garbage-quoting-ssl-and-refused"],
+)
+def test_garbage_instead_of_http_is_protocol_error(
+    serve: Callable[..., RawServer], garbage_bytes: bytes
+) -> None:
     def garbage(conn: socket.socket, stop: threading.Event) -> None:
         read_request_head(conn, stop)
-        conn.sendall(b"NOT HTTP\r\n\r\n")
+        conn.sendall(garbage_bytes)
         conn.shutdown(socket.SHUT_WR)
 
     server = serve(garbage)
@@ -417,6 +428,22 @@ def test_garbage_instead_of_http_is_protocol_error(serve: Callable[..., RawServe
     # httpx raises RemoteProtocolError ("illegal status line"): it is named as such.
     assert result.reason == Reason.PROTOCOL, result
     assert elapsed < 1.0
+
+
+def test_body_cut_short_of_its_content_length_is_protocol_error(
+    serve: Callable[..., RawServer],
+) -> None:
+    def truncated(conn: socket.socket, stop: threading.Event) -> None:
+        read_request_head(conn, stop)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+        conn.shutdown(socket.SHUT_WR)
+
+    server = serve(truncated)
+
+    result = run_probe(target(server.url("/")))
+
+    assert_down(result, Reason.PROTOCOL)
+    assert result.http_status == 200
 
 
 def test_connection_reset_by_the_server_is_connection_error_not_an_exception(
@@ -475,33 +502,26 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         subprocess.run(["openssl", *args], cwd=work, check=True, capture_output=True)
 
     def self_signed(name: str, subject: str, *extra: str) -> tuple[Path, Path]:
-        openssl("req", "-x509", *EC_KEY, "-keyout", f"{name}.key", "-out", f"{name}.pem",
-                "-days", "2", "-subj", subject, *extra)  # fmt: skip
+        files = ["-keyout", f"{name}.key", "-out", f"{name}.pem"]
+        openssl("req", "-x509", *EC_KEY, *files, "-days", "2", "-subj", subject, *extra)
         return work / f"{name}.pem", work / f"{name}.key"
 
     def signed(name: str, cn: str, san: str, *dates: str) -> tuple[Path, Path]:
-        openssl("req", *EC_KEY, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", f"/CN={cn}", "-addext", f"subjectAltName={san}")  # fmt: skip
-        openssl("ca", "-batch", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key",
-                "-in", f"{name}.csr", "-out", f"{name}.pem", *dates)  # fmt: skip
+        request = ["-subj", f"/CN={cn}", "-addext", f"subjectAltName={san}"]
+        openssl("req", *EC_KEY, "-keyout", f"{name}.key", "-out", f"{name}.csr", *request)
+        issuer = ["-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key"]
+        openssl("ca", "-batch", *issuer, "-in", f"{name}.csr", "-out", f"{name}.pem", *dates)
         return work / f"{name}.pem", work / f"{name}.key"
 
     (work / "ca.cnf").write_text(CA_CONFIG)
     (work / "index.txt").write_text("")
     (work / "serial").write_text("01\n")
     self_signed("ca", "/CN=eventops test CA")
+    in_2000 = ["-startdate", "20000101000000Z", "-enddate", "20010101000000Z"]
     return Certs(
         ca=work / "ca.pem",
         valid=signed("valid", "127.0.0.1", "IP:127.0.0.1", "-days", "2"),
-        expired=signed(
-            "expired",
-            "127.0.0.1",
-            "IP:127.0.0.1",
-            "-startdate",
-            "20000101000000Z",
-            "-enddate",
-            "20010101000000Z",
-        ),  # fmt: skip
+        expired=signed("expired", "127.0.0.1", "IP:127.0.0.1", *in_2000),
         wrong_host=signed("wrong", "example.test", "DNS:example.test", "-days", "2"),
         self_signed=self_signed("self", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
     )
