@@ -143,6 +143,7 @@ class ClaimedNotification:
     title: str
     body: str
     attempts: int
+    severity: str
 
 
 _CLAIM_NOTIFICATIONS = text(
@@ -157,7 +158,8 @@ _CLAIM_NOTIFICATIONS = text(
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
     )
-    RETURNING id, incident_id, kind, channel, title, body, attempts
+    RETURNING id, incident_id, kind, channel, title, body, attempts,
+        (SELECT severity FROM incidents WHERE incidents.id = notifications.incident_id)
     """
 )
 
@@ -216,7 +218,8 @@ def send(config: EventopsConfig, note: ClaimedNotification) -> Delivery:
         channel = config.channel(note.channel)
     except StopIteration:
         return Delivery(False, f"channel {note.channel!r} is not in the config")
-    return deliver(channel.url.get_secret_value(), note.title, note.body)
+    kind = "resolved" if note.kind == "resolved" else note.severity
+    return deliver(channel.url.get_secret_value(), note.title, note.body, kind)
 
 
 def sweep(

@@ -14,14 +14,28 @@ class Delivery:
     error: str | None = None
 
 
-def deliver(url: str, title: str, body: str) -> Delivery:
-    """Send through Apprise. Never raises; the error text never contains the URL (a secret)."""
+NOTIFY_TYPES = {
+    "critical": apprise.NotifyType.FAILURE,
+    "warning": apprise.NotifyType.WARNING,
+    "info": apprise.NotifyType.INFO,
+    "resolved": apprise.NotifyType.SUCCESS,
+}
+
+
+def deliver(url: str, title: str, body: str, kind: str = "info") -> Delivery:
+    """Send through Apprise. Never raises; the error text never contains the URL (a secret).
+
+    `kind` (a severity, or "resolved") picks Apprise's message type, which channels such
+    as Slack and Teams show as a colour.
+    """
     sender = apprise.Apprise()
     if not sender.add(url):
         return Delivery(False, "not a usable Apprise URL")
     try:
         with apprise.LogCapture(level=logging.WARNING) as captured:
-            ok = sender.notify(title=title, body=body)
+            ok = sender.notify(
+                title=title, body=body, notify_type=NOTIFY_TYPES.get(kind, apprise.NotifyType.INFO)
+            )
             log = captured.getvalue()
     except Exception as error:  # a plugin bug must not lose the notification
         return Delivery(False, f"{type(error).__name__} in Apprise")

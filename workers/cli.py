@@ -216,7 +216,7 @@ def checks_run(name: str) -> None:
 
 @main.group()
 def incidents() -> None:
-    """List incidents."""
+    """List, acknowledge and resolve incidents."""
 
 
 @incidents.command("list")
@@ -256,6 +256,36 @@ def incidents_list(show_all: bool, as_json: bool) -> None:
             f"#{row['id']:<5} {row['severity']:<8} {row['status']:<12} {row['title']} "
             f"(since {str(row['opened_at'])[:19]}, {notified})"
         )
+
+
+def _change_incident(action: str, incident_id: int, by: str) -> None:
+    from core import incidents as incident_actions
+    from models.db import session_scope
+
+    change = getattr(incident_actions, action)
+    try:
+        with session_scope() as session:
+            changed = change(session, incident_id, by=by)
+    except incident_actions.IncidentNotFound as error:
+        raise click.ClickException(str(error)) from None
+    verb = {"acknowledge": "acknowledged", "resolve": "resolved"}[action]
+    click.echo(f"#{incident_id} {verb}" if changed else f"#{incident_id} was not open; unchanged")
+
+
+@incidents.command("ack")
+@click.argument("incident_id", type=int)
+@click.option("--by", default=lambda: os.environ.get("USER", "cli"), help="Who acknowledges.")
+def incidents_ack(incident_id: int, by: str) -> None:
+    """Acknowledge an incident: its pending escalations stop."""
+    _change_incident("acknowledge", incident_id, by)
+
+
+@incidents.command("resolve")
+@click.argument("incident_id", type=int)
+@click.option("--by", default=lambda: os.environ.get("USER", "cli"), help="Who resolves.")
+def incidents_resolve(incident_id: int, by: str) -> None:
+    """Resolve an incident by hand."""
+    _change_incident("resolve", incident_id, by)
 
 
 if __name__ == "__main__":

@@ -47,13 +47,20 @@ class Processes:
         log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (owned by the child)
         self.running[name] = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", *args],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def run(self, *args: str) -> str:
         done = subprocess.run(
             [sys.executable, "-m", "workers.cli", *args],
-            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120,
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert done.returncode == 0, done.stderr
         return done.stdout
@@ -69,7 +76,8 @@ class Processes:
 
     def tails(self) -> str:
         return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.logs.glob("*.log")
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in self.logs.glob("*.log")
         )
 
 
@@ -147,9 +155,9 @@ def test_a_failing_target_opens_an_incident_pages_once_and_resolves_when_healthy
         assert incident.title == "supabase is down"
         assert incident.severity == "critical"
         down = count(
-            select(func.count()).select_from(Outcome).where(
-                Outcome.status == "down", Outcome.reason == "bad_status"
-            )
+            select(func.count())
+            .select_from(Outcome)
+            .where(Outcome.status == "down", Outcome.reason == "bad_status")
         )
         assert down >= 2
         wait_for("the page to arrive", lambda: receiver.titles())

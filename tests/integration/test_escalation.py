@@ -176,8 +176,9 @@ def test_a_severity_with_no_route_is_recorded_on_the_timeline_not_dropped(
     clean_db: str, receiver: WebhookReceiver
 ) -> None:
     config = make_config(
-        checks=[{"name": "stripe", "url": "http://127.0.0.1:9/", "interval": "1m",
-                 "timeout": "5s"}],
+        checks=[
+            {"name": "stripe", "url": "http://127.0.0.1:9/", "interval": "1m", "timeout": "5s"}
+        ],
         channels=[{"name": "hook", "url": receiver.apprise_url}],
         routes={"warning": ["hook"]},
     )
@@ -185,5 +186,37 @@ def test_a_severity_with_no_route_is_recorded_on_the_timeline_not_dropped(
     probe(check_id, 0, ok=False)
     sweep_at(config, T0)
     with session_scope() as session:
-        event = session.scalars(select(IncidentEvent).where(IncidentEvent.kind == "not routed")).one()
+        event = session.scalars(
+            select(IncidentEvent).where(IncidentEvent.kind == "not routed")
+        ).one()
     assert event.detail == "no channel routes critical alerts"
+
+
+def test_acknowledging_stops_the_pending_page_and_resolving_by_hand_is_on_the_timeline(
+    clean_db: str, receiver: WebhookReceiver
+) -> None:
+    from core import incidents
+
+    config = config_for(receiver, severity="warning")
+    check_id = setup(config)
+    probe(check_id, 0, ok=False)
+    with session_scope() as session:
+        incident_id = session.scalars(select(Incident.id)).one()
+        assert incidents.acknowledge(session, incident_id, by="ana", now=T0)
+        assert not incidents.acknowledge(session, incident_id, by="ana", now=T0)
+    sweep_at(config, T0 + timedelta(minutes=20))
+    assert receiver.attempts == 0
+    with session_scope() as session:
+        assert incidents.resolve(session, incident_id, by="ana", now=T0 + timedelta(minutes=21))
+        with pytest.raises(incidents.IncidentNotFound):
+            incidents.acknowledge(session, 999, by="ana")
+    with session_scope() as session:
+        timeline = session.execute(
+            select(IncidentEvent.kind, IncidentEvent.actor).order_by(IncidentEvent.id)
+        ).all()
+    assert [tuple(row) for row in timeline] == [
+        ("opened", "eventops"),
+        ("acknowledged", "ana"),
+        ("escalation skipped", "eventops"),
+        ("resolved", "ana"),
+    ]
