@@ -40,7 +40,6 @@ class Settings(BaseSettings):
     )
     flower_user: str = "admin"
     flower_password: SecretStr = SecretStr("eventops")
-    sentry_dsn: SecretStr | None = None
 
     @field_validator("database_url")
     @classmethod

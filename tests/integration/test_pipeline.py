@@ -68,7 +68,9 @@ def test_reaching_the_alert_threshold_opens_one_critical_incident_due_now(clean_
         events = session.scalars(select(IncidentEvent.kind)).all()
     assert incident.fingerprint == f"check:{check_id}"
     assert (incident.severity, incident.status, incident.title) == (
-        "critical", "open", "stripe is down"
+        "critical",
+        "open",
+        "stripe is down",
     )
     assert "bad_status (HTTP 503)" in (incident.summary or "")
     assert (escalation.kind, escalation.due_at) == ("opened", T0 + timedelta(minutes=1))
@@ -137,5 +139,7 @@ def test_after_resolution_a_new_failure_opens_a_new_incident(clean_db: str) -> N
 def test_outcomes_in_one_batch_apply_in_slot_order(clean_db: str) -> None:
     check_id = one_check(alert_threshold=2, recovery_threshold=1)
     # Arrives shuffled: fail@0, fail@1 opens, pass@2 resolves.
-    summary = feed(outcome(check_id, 2, True), outcome(check_id, 0, False), outcome(check_id, 1, False))
+    summary = feed(
+        outcome(check_id, 2, True), outcome(check_id, 0, False), outcome(check_id, 1, False)
+    )
     assert len(summary.opened) == 1 and len(summary.resolved) == 1
