@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.clock import utcnow
+from core.incidents import Problem, raise_problem, resolve_problem
 from core.probing import ProbeResult
-from models.tables import Check, Escalation, Incident, IncidentEvent, Outcome
+from models.config import EventopsConfig
+from models.tables import Check, Incident, Outcome
 
 
 @dataclass(frozen=True)
@@ -74,21 +76,37 @@ class PipelineSummary:
         }
 
 
-def fingerprint_for_check(check_id: int) -> str:
-    return f"check:{check_id}"
+def fingerprint_for_check(name: str) -> str:
+    return f"check:{name}"
+
+
+def problem_for_check(check: Check, result: ProbeResult) -> Problem:
+    cause = result.reason or "failed"
+    if result.detail:
+        cause += f" ({result.detail})"
+    return Problem(
+        fingerprint=fingerprint_for_check(check.name),
+        title=f"{check.name} is down",
+        severity=check.severity,
+        summary=f"{check.name}: {cause} after {check.consecutive_failures} consecutive failure(s)",
+        labels={"check": check.name, "group": check.group_name},
+        category=check.category,
+        impact=check.impact,
+        check_id=check.id,
+        parents=[fingerprint_for_check(name) for name in check.depends_on],
+    )
 
 
 def record_outcomes(
     session: Session,
     results: Sequence[ProbeResult],
-    escalation_delays: Mapping[str, timedelta | None],
+    config: EventopsConfig,
     now: datetime | None = None,
 ) -> PipelineSummary:
     """Persist a batch of outcomes and apply their effects, in the caller's transaction.
 
     Only outcomes that were not already stored have effects, so a redelivered batch changes
-    nothing. `escalation_delays` maps a severity to the delay before its first notification
-    (None: no immediate escalation, e.g. info alerts that wait for the digest).
+    nothing.
     """
     now = now or utcnow()
     summary = PipelineSummary()
@@ -128,25 +146,18 @@ def record_outcomes(
     checks = session.scalars(
         select(Check).where(Check.id.in_(fresh)).order_by(Check.id).with_for_update()
     ).all()
-    open_incidents = dict(
-        session.execute(
-            select(Incident.check_id, Incident.id).where(
+    open_fingerprints = set(
+        session.scalars(
+            select(Incident.fingerprint).where(
                 Incident.check_id.in_(fresh),
                 Incident.status != "resolved",
                 Incident.fingerprint.like("check:%"),
             )
-        ).all()
+        )
     )
     for check in checks:
-        _apply(
-            session,
-            check,
-            sorted(fresh[check.id], key=lambda r: r.slot),
-            open_incidents.get(check.id),
-            escalation_delays,
-            now,
-            summary,
-        )
+        results_in_order = sorted(fresh[check.id], key=lambda r: r.slot)
+        _apply(session, check, results_in_order, open_fingerprints, config, now, summary)
     return summary
 
 
@@ -154,11 +165,12 @@ def _apply(
     session: Session,
     check: Check,
     results: list[ProbeResult],
-    incident_id: int | None,
-    escalation_delays: Mapping[str, timedelta | None],
+    open_fingerprints: set[str],
+    config: EventopsConfig,
     now: datetime,
     summary: PipelineSummary,
 ) -> None:
+    fingerprint = fingerprint_for_check(check.name)
     for result in results:
         if result.slot == check.inflight_slot:
             check.inflight_slot = None
@@ -173,7 +185,7 @@ def _apply(
             result.ok,
             alert_threshold=check.alert_threshold,
             recovery_threshold=check.recovery_threshold,
-            incident_open=incident_id is not None,
+            incident_open=fingerprint in open_fingerprints,
         )
         check.status = transition.state.status
         check.consecutive_failures = transition.state.consecutive_failures
@@ -183,102 +195,23 @@ def _apply(
         check.last_latency_ms = result.latency_ms
         check.last_reason = result.reason
         if transition.event == "open":
-            incident_id = open_incident(session, check, result, escalation_delays, now)
+            incident_id = raise_problem(session, problem_for_check(check, result), config, now)
+            open_fingerprints.add(fingerprint)
             if incident_id is not None:
                 summary.opened.append(incident_id)
-                delay = escalation_delays.get(check.severity)
-                summary.urgent |= delay is not None and delay <= timedelta(0)
-        elif transition.event == "resolve" and incident_id is not None:
-            if resolve_incident(session, incident_id, now, by="eventops", why="check passes"):
+                summary.urgent |= _pages_at_once(check.severity, config)
+        elif transition.event == "resolve":
+            incident_id = resolve_problem(session, fingerprint, config, now, why="check passes")
+            if incident_id is not None:
+                open_fingerprints.discard(fingerprint)
                 summary.resolved.append(incident_id)
                 summary.urgent = True
-            incident_id = None
 
 
-def open_incident(
-    session: Session,
-    check: Check,
-    result: ProbeResult,
-    escalation_delays: Mapping[str, timedelta | None],
-    now: datetime,
-) -> int | None:
-    """Open the check's incident and queue its first escalation step; None if already open."""
-    cause = result.reason or "failed"
-    if result.detail:
-        cause += f" ({result.detail})"
-    incident_id = session.execute(
-        insert(Incident)
-        .values(
-            fingerprint=fingerprint_for_check(check.id),
-            check_id=check.id,
-            title=f"{check.name} is down",
-            severity=check.severity,
-            status="open",
-            opened_at=now,
-            summary=f"{check.name}: {cause} after {check.consecutive_failures} "
-            f"consecutive failure(s)",
-        )
-        .on_conflict_do_nothing(
-            index_elements=["fingerprint"], index_where=text("status <> 'resolved'")
-        )
-        .returning(Incident.id)
-    ).scalar()
-    if incident_id is None:
-        return None
-    add_event(session, incident_id, now, "opened", detail=cause)
-    delay = escalation_delays.get(check.severity)
-    if delay is not None:
-        queue_escalation(session, incident_id, "opened", now + delay)
-    return incident_id
-
-
-def resolve_incident(
-    session: Session, incident_id: int, now: datetime, *, by: str, why: str
-) -> bool:
-    """Resolve an incident if it is not already; pending first pages are cancelled, and a
-    resolution notice is queued only where someone was told it opened."""
-    row = session.execute(
-        update(Incident)
-        .where(Incident.id == incident_id, Incident.status != "resolved")
-        .values(status="resolved", resolved_at=now)
-        .returning(Incident.notified_at)
-    ).first()
-    if row is None:
-        return False
-    add_event(session, incident_id, now, "resolved", actor=by, detail=why)
-    session.execute(
-        update(Escalation)
-        .where(
-            Escalation.incident_id == incident_id,
-            Escalation.kind == "opened",
-            Escalation.state == "pending",
-        )
-        .values(state="cancelled")
-    )
-    if row.notified_at is not None:
-        queue_escalation(session, incident_id, "resolved", now)
-    return True
-
-
-def queue_escalation(
-    session: Session, incident_id: int, kind: str, due_at: datetime, step: int = 0
-) -> None:
-    session.execute(
-        insert(Escalation)
-        .values(incident_id=incident_id, step=step, kind=kind, due_at=due_at, state="pending")
-        .on_conflict_do_nothing(constraint="uq_escalations_step")
-    )
-
-
-def add_event(
-    session: Session,
-    incident_id: int,
-    at: datetime,
-    kind: str,
-    *,
-    actor: str = "eventops",
-    detail: str | None = None,
-) -> None:
-    session.add(
-        IncidentEvent(incident_id=incident_id, at=at, kind=kind, actor=actor, detail=detail)
+def _pages_at_once(severity: str, config: EventopsConfig) -> bool:
+    policy = config.policies[severity]  # type: ignore[index]
+    return (
+        bool(policy.steps)
+        and not policy.digest
+        and (policy.steps[0].after + policy.group_wait <= timedelta(0))
     )

@@ -50,6 +50,10 @@ def sync_checks(session: Session, config: EventopsConfig, now: datetime | None =
             "recovery_threshold": check.recovery_threshold,
             "severity": check.severity,
             "enabled": check.enabled,
+            "group_name": check.group_name,
+            "depends_on": check.depends_on,
+            "category": check.category,
+            "impact": check.impact,
         }
         statement = insert(Check).values(**values, next_due_at=now)
         statement = statement.on_conflict_do_update(

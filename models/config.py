@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -21,6 +24,12 @@ from pydantic import (
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
+Category = Literal["availability", "performance", "capacity", "security", "data", "business"]
+Comparison = Literal[">", ">=", "<", "<=", "==", "!="]
+Aggregate = Literal["last", "avg", "min", "max", "sum", "count", "p50", "p90", "p95", "p99"]
+# Metrics the rule engine derives from outcomes; any other name is read from the metrics table.
+OUTCOME_METRICS = ("response_time", "error_rate", "uptime")
+_MATCHER = re.compile(r"^([a-z_]+)(=~|!~|!=|=)(.*)$")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -69,6 +78,16 @@ class CheckConfig(_Strict):
     )
     max_body_bytes: int = Field(default=1_048_576, ge=0, le=64 * 1_048_576)
     enabled: bool = True
+    group: str | None = Field(
+        default=None, description="Service group for grouping and silences (default: the name)."
+    )
+    depends_on: list[str] = Field(
+        default_factory=list,
+        description="Checks this one needs: while one of them is down, this check's incidents "
+        "are suppressed and linked to the parent's.",
+    )
+    category: Category = "availability"
+    impact: str | None = Field(default=None, description="What users lose when this fails.")
 
     @field_validator("name")
     @classmethod
@@ -111,6 +130,10 @@ class CheckConfig(_Strict):
                 raise ValueError(f"{status} is not an HTTP status")
         return statuses
 
+    @property
+    def group_name(self) -> str:
+        return self.group or self.name
+
     def resolved_url(self, platform_url: str) -> str:
         return self.url.replace("{platform_url}", platform_url.rstrip("/"))
 
@@ -120,6 +143,9 @@ class ChannelConfig(_Strict):
 
     name: str
     url: SecretStr = Field(description="Apprise URL (json://, slack://, mailto://, pagerduty://).")
+    fallback: str | None = Field(
+        default=None, description="Channel that gets the message after `fallback_after` failures."
+    )
 
     @field_validator("name")
     @classmethod
@@ -136,23 +162,176 @@ class ChannelConfig(_Strict):
         return url
 
 
-class EscalationConfig(_Strict):
-    """When a newly opened incident of each severity first notifies."""
+def parse_matcher(text: str) -> tuple[str, str, str]:
+    """`check=stripe`, `group!=db`, `check=~str.*`, `group!~pay.*` -> (label, op, value)."""
+    match = _MATCHER.match(text.strip())
+    if not match:
+        raise ValueError(
+            f"{text!r} is not a matcher like label=value, label!=value or label=~regex"
+        )
+    label, op, value = match.groups()
+    if op in ("=~", "!~"):
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"{text!r}: bad regular expression ({error})") from None
+    return label, op, value
 
-    critical_delay: Duration = timedelta(0)
-    warning_delay: Duration = timedelta(minutes=15)
+
+def _check_matchers(matchers: list[str]) -> list[str]:
+    for matcher in matchers:
+        parse_matcher(matcher)
+    return matchers
+
+
+Matchers = Annotated[list[str], AfterValidator(_check_matchers)]
+
+
+class RuleConfig(_Strict):
+    """An alert rule: `metric aggregate over window <op> threshold` fires an incident."""
+
+    name: str
+    metric: str = Field(
+        description="response_time, error_rate or uptime (from outcomes), or any metric name "
+        "written to the metrics table (memory_usage, user_registrations, ...)."
+    )
+    aggregate: Aggregate = Field(
+        default="avg", description="How the window's samples become one value."
+    )
+    window: Duration = Field(default=timedelta(minutes=15))
+    op: Comparison
+    threshold: float
+    severity: Severity
+    checks: list[str] = Field(
+        default_factory=list,
+        description="Checks the rule applies to (outcome metrics; all if empty).",
+    )
+    groups: list[str] = Field(default_factory=list, description="Or the checks of these groups.")
+    subjects: list[str] = Field(
+        default_factory=list, description="Subjects of a table metric (all if empty)."
+    )
+    min_samples: int = Field(default=1, ge=1, description="Fewer samples: no verdict.")
+    for_: Duration = Field(
+        default=timedelta(0), alias="for", description="Must hold this long before it fires."
+    )
+    recovery_evaluations: int = Field(
+        default=2, ge=1, description="Consecutive clear evaluations that resolve it."
+    )
+    escalate_after: Duration | None = Field(
+        default=None, description="Delay before the first page (default: the policy's)."
+    )
+    category: Category = "performance"
+    description: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_slug(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError("must be lower-case letters, digits, '.', '_' or '-' (max 63)")
+        return name
+
+    @field_validator("window")
+    @classmethod
+    def _window_is_positive(cls, window: timedelta) -> timedelta:
+        if window <= timedelta(0):
+            raise ValueError("must be positive")
+        return window
+
+    @property
+    def from_outcomes(self) -> bool:
+        return self.metric in OUTCOME_METRICS
+
+
+class StepConfig(_Strict):
+    """One rung of an escalation chain: after this long, tell these channels."""
+
+    after: Duration = timedelta(0)
+    channels: list[str] = Field(min_length=1)
+
+
+class PolicyConfig(_Strict):
+    """How incidents of one severity escalate."""
+
+    steps: list[StepConfig] = Field(
+        default_factory=list, description="The chain, in order; `after` counts from the opening."
+    )
+    repeat_every: Duration | None = Field(
+        default=None, description="Remind the last step's channels this often until acknowledged."
+    )
+    promote_after: Duration | None = Field(
+        default=None, description="Still firing after this long: becomes critical."
+    )
+    group_wait: Duration = Field(
+        default=timedelta(0),
+        description="Hold a group's first message this long to gather others into it.",
+    )
+    stakeholders: list[str] = Field(
+        default_factory=list,
+        description="Communication plan: channels told when it opens, is updated and resolves.",
+    )
+    digest: bool = Field(
+        default=False, description="Send nothing at once; list incidents in the daily digest."
+    )
+    channels: list[str] = Field(
+        default_factory=list, description="Digest channels (with `digest: true`)."
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_in_order(cls, steps: list[StepConfig]) -> list[StepConfig]:
+        for before, after in itertools.pairwise(steps):
+            if after.after < before.after:
+                raise ValueError("steps must be in order of `after`")
+        return steps
+
+
+def _default_policies() -> dict[Severity, PolicyConfig]:
+    return {"critical": PolicyConfig(), "warning": PolicyConfig(), "info": PolicyConfig()}
+
+
+class WeeklyWindow(_Strict):
+    """A recurring maintenance window: every `day` from `start` for `duration`, local time."""
+
+    name: str
+    matchers: Matchers = Field(min_length=1)
+    day: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local time.")
+    duration: Duration
+
+
+class NotificationConfig(_Strict):
+    """How messages are grouped and retried."""
+
+    group_by: list[str] = Field(
+        default_factory=lambda: ["group"],
+        description="Labels whose values make a group: one message per group per channel.",
+    )
+    fallback_after: int = Field(
+        default=3, ge=1, description="Failed attempts before the channel's fallback is used."
+    )
+    channel_incident_after: int = Field(
+        default=5, ge=1, description="Consecutive failures that open a channel's own incident."
+    )
+    digest_at: str = Field(
+        default="09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Daily digest, local."
+    )
 
 
 class EventopsConfig(_Strict):
     """The whole config file."""
 
     platform_url: str = "http://127.0.0.1:8400"
-    checks: list[CheckConfig] = Field(default_factory=list)
-    channels: list[ChannelConfig] = Field(default_factory=list)
-    routes: dict[Severity, list[str]] = Field(
-        default_factory=dict, description="Channel names that each severity notifies."
+    timezone: str = Field(
+        default="Pacific/Auckland", description="For the digest and maintenance windows."
     )
-    escalation: EscalationConfig = Field(default_factory=EscalationConfig)
+    checks: list[CheckConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    channels: list[ChannelConfig] = Field(default_factory=list)
+    policies: dict[Severity, PolicyConfig] = Field(default_factory=_default_policies)
+    notifications: NotificationConfig = Field(default_factory=NotificationConfig)
+    maintenance_windows: list[WeeklyWindow] = Field(default_factory=list)
 
     @field_validator("platform_url")
     @classmethod
@@ -161,24 +340,86 @@ class EventopsConfig(_Strict):
             raise ValueError("must be an http:// or https:// URL")
         return url.rstrip("/")
 
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_exists(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}") from None
+        return name
+
+    @field_validator("policies")
+    @classmethod
+    def _every_severity_has_a_policy(
+        cls, policies: dict[Severity, PolicyConfig]
+    ) -> dict[Severity, PolicyConfig]:
+        return {**_default_policies(), **policies}
+
     def cross_reference_problems(self) -> list[str]:
-        """Problems that span fields: duplicate names and routes to unknown channels."""
+        """Problems that span fields: duplicate names, unknown channels and checks, cycles."""
         problems: list[str] = []
         for label, names in (
             ("checks", [c.name for c in self.checks]),
+            ("rules", [r.name for r in self.rules]),
             ("channels", [c.name for c in self.channels]),
+            ("maintenance_windows", [w.name for w in self.maintenance_windows]),
         ):
             seen: set[str] = set()
             for index, name in enumerate(names):
                 if name in seen:
                     problems.append(f"{label}[{index}].name: duplicate name {name!r}")
                 seen.add(name)
-        known = {c.name for c in self.channels}
-        for severity, channel_names in self.routes.items():
-            for index, name in enumerate(channel_names):
+        channels = {c.name for c in self.channels}
+        checks = {c.name for c in self.checks}
+        groups = {c.group_name for c in self.checks}
+
+        def unknown(path: str, names: list[str], known: set[str], what: str) -> None:
+            for index, name in enumerate(names):
                 if name not in known:
-                    problems.append(f"routes.{severity}[{index}]: unknown channel {name!r}")
+                    problems.append(f"{path}[{index}]: unknown {what} {name!r}")
+
+        for severity, policy in self.policies.items():
+            for index, step in enumerate(policy.steps):
+                unknown(
+                    f"policies.{severity}.steps[{index}].channels",
+                    step.channels,
+                    channels,
+                    "channel",
+                )
+            unknown(f"policies.{severity}.stakeholders", policy.stakeholders, channels, "channel")
+            unknown(f"policies.{severity}.channels", policy.channels, channels, "channel")
+        for index, channel in enumerate(self.channels):
+            if channel.fallback is not None and channel.fallback not in channels - {channel.name}:
+                problems.append(f"channels[{index}].fallback: unknown channel {channel.fallback!r}")
+        for index, check in enumerate(self.checks):
+            unknown(f"checks[{index}].depends_on", check.depends_on, checks - {check.name}, "check")
+        for index, rule in enumerate(self.rules):
+            unknown(f"rules[{index}].checks", rule.checks, checks, "check")
+            unknown(f"rules[{index}].groups", rule.groups, groups, "group")
+        if cycle := self.dependency_cycle():
+            problems.append(f"checks: depends_on forms a cycle ({' -> '.join(cycle)})")
         return problems
+
+    def dependency_cycle(self) -> list[str] | None:
+        parents = {c.name: c.depends_on for c in self.checks}
+        done: set[str] = set()
+
+        def visit(name: str, path: list[str]) -> list[str] | None:
+            if name in path:
+                return [*path[path.index(name) :], name]
+            if name in done:
+                return None
+            for parent in parents.get(name, []):
+                if cycle := visit(parent, [*path, name]):
+                    return cycle
+            done.add(name)
+            return None
+
+        for name in parents:
+            if cycle := visit(name, []):
+                return cycle
+        return None
 
     def channel(self, name: str) -> ChannelConfig:
         return next(c for c in self.channels if c.name == name)

@@ -58,6 +58,10 @@ class Check(Base):
     recovery_threshold: Mapped[int] = mapped_column(SmallInteger)
     severity: Mapped[str] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(default=True)
+    group_name: Mapped[str] = mapped_column(Text)
+    depends_on: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    category: Mapped[str] = mapped_column(Text, default="availability")
+    impact: Mapped[str | None] = mapped_column(Text)
 
     next_due_at: Mapped[datetime]
     inflight_slot: Mapped[datetime | None]
@@ -109,8 +113,14 @@ class Incident(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     fingerprint: Mapped[str] = mapped_column(Text)
     check_id: Mapped[int | None] = mapped_column(ForeignKey("checks.id", ondelete="SET NULL"))
+    rule: Mapped[str | None] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
     title: Mapped[str] = mapped_column(Text)
+    # Classification: what broke, how bad, what users lose. Labels drive grouping and silences.
     severity: Mapped[str] = mapped_column(Text)
+    category: Mapped[str] = mapped_column(Text, default="availability")
+    impact: Mapped[str | None] = mapped_column(Text)
+    labels: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
     status: Mapped[str] = mapped_column(Text, default="open")  # open | acknowledged | resolved
     opened_at: Mapped[datetime]
     notified_at: Mapped[datetime | None]
@@ -118,6 +128,16 @@ class Incident(Base):
     acknowledged_by: Mapped[str | None] = mapped_column(Text)
     resolved_at: Mapped[datetime | None]
     summary: Mapped[str | None] = mapped_column(Text)
+    # Held open while the problem flaps; `reopen_count` counts resolve/reopen cycles.
+    flapping: Mapped[bool] = mapped_column(default=False)
+    reopen_count: Mapped[int] = mapped_column(Integer, default=0)
+    reopened_at: Mapped[datetime | None]
+    # A dependency's incident that explains this one: while it is open, this one pages nobody.
+    parent_incident_id: Mapped[int | None] = mapped_column(
+        ForeignKey("incidents.id", ondelete="SET NULL")
+    )
+    promoted_at: Mapped[datetime | None]
+    postmortem: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index(
@@ -152,7 +172,11 @@ class Escalation(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
     step: Mapped[int] = mapped_column(SmallInteger)
-    kind: Mapped[str] = mapped_column(Text)  # opened | resolved
+    # opened (a rung of the chain) | reminder | promote | resolved | reopened | flapping |
+    # digest | status-opened | status-update | status-resolved (the communication plan)
+    kind: Mapped[str] = mapped_column(Text)
+    # Steps with the same key, kind and step number that fire together share one message.
+    group_key: Mapped[str] = mapped_column(Text)
     due_at: Mapped[datetime]
     state: Mapped[str] = mapped_column(Text, default="pending")  # pending | fired | cancelled
     fired_at: Mapped[datetime | None]
@@ -164,15 +188,15 @@ class Escalation(Base):
 
 
 class Notification(Base):
-    """The outbox: one row per (incident, step, kind, channel), sent at most once."""
+    """The outbox: one message to one channel, covering one or more incidents (a group)."""
 
     __tablename__ = "notifications"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
-    step: Mapped[int] = mapped_column(SmallInteger)
-    kind: Mapped[str] = mapped_column(Text)
     channel: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)  # opened | reminder | resolved | digest | ...
+    group_key: Mapped[str] = mapped_column(Text)
+    severity: Mapped[str] = mapped_column(Text)
     title: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(Text, default="pending")  # pending | sent | failed
@@ -181,10 +205,92 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+    # Set on the copy sent to a fallback channel after the original kept failing.
+    fallback_for: Mapped[int | None] = mapped_column(
+        ForeignKey("notifications.id", ondelete="SET NULL"), unique=True
+    )
 
     __table_args__ = (
-        UniqueConstraint("incident_id", "step", "kind", "channel", name="uq_notifications_key"),
         Index(
             "ix_notifications_due", "next_attempt_at", postgresql_where=text("state = 'pending'")
         ),
     )
+
+
+class NotificationItem(Base):
+    """Which incident steps a message carries. The unique key is the exactly-once promise:
+    one incident's step reaches one channel in one message, whatever is redelivered."""
+
+    __tablename__ = "notification_items"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    notification_id: Mapped[int] = mapped_column(
+        ForeignKey("notifications.id", ondelete="CASCADE"), index=True
+    )
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(SmallInteger)
+    kind: Mapped[str] = mapped_column(Text)
+    channel: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "incident_id", "step", "kind", "channel", name="uq_notification_items_key"
+        ),
+    )
+
+
+class ChannelHealth(Base):
+    """Per channel: consecutive failures, so a channel that keeps failing gets an incident."""
+
+    __tablename__ = "channel_health"
+
+    channel: Mapped[str] = mapped_column(Text, primary_key=True)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_failure_at: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]
+
+
+class Silence(Base):
+    """Mutes notifications for incidents whose labels match, between two times.
+    Incidents still open, resolve and keep their timeline; only pages wait."""
+
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    matchers: Mapped[list[str]] = mapped_column(JSONB)
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(Text)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_silences_ends_at", "ends_at"),)
+
+
+class Metric(Base):
+    """A sample of a named metric for a subject (a host, the platform, a table, ...).
+    Later duties write here (memory usage, registrations, Web Vitals); rules read it."""
+
+    __tablename__ = "metrics"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text, default="platform")
+    value: Mapped[float]
+    at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_metrics_name_at", "name", "at"),)
+
+
+class RuleState(Base):
+    """Where each (rule, subject) stands between evaluations."""
+
+    __tablename__ = "rule_states"
+
+    rule: Mapped[str] = mapped_column(Text, primary_key=True)
+    subject: Mapped[str] = mapped_column(Text, primary_key=True)
+    breaching_since: Mapped[datetime | None]
+    clear_evaluations: Mapped[int] = mapped_column(Integer, default=0)
+    last_value: Mapped[float | None]
+    last_evaluated_at: Mapped[datetime | None]

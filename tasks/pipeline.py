@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from sqlalchemy.exc import DBAPIError
 
 from core.pipeline import record_outcomes
@@ -11,16 +9,6 @@ from core.probing import ProbeResult
 from models.db import session_scope
 from workers.app import app
 from workers.settings import get_config
-
-
-def escalation_delays() -> dict[str, timedelta | None]:
-    """Delay before the first page, per severity. Info waits for the digest (no page)."""
-    escalation = get_config().escalation
-    return {
-        "critical": escalation.critical_delay,
-        "warning": escalation.warning_delay,
-        "info": None,
-    }
 
 
 @app.task(
@@ -36,7 +24,7 @@ def escalation_delays() -> dict[str, timedelta | None]:
 def record_outcomes_later(outcomes: list[dict]) -> dict:
     results = [ProbeResult.from_json(o) for o in outcomes]
     with session_scope() as session:
-        summary = record_outcomes(session, results, escalation_delays())
+        summary = record_outcomes(session, results, get_config())
     if summary.urgent:
         from tasks.escalation import sweep
 

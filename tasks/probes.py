@@ -12,10 +12,10 @@ from core.probing import ProbeTarget, probe_all
 from core.schedule import claim_due_slots
 from models.db import session_scope
 from models.tables import Check
-from tasks.pipeline import escalation_delays, record_outcomes_later
+from tasks.pipeline import record_outcomes_later
 from workers import runtime
 from workers.app import app
-from workers.settings import get_settings
+from workers.settings import get_config, get_settings
 
 # Postgres or Redis unreachable: retry the task with backoff. A failed probe is not here:
 # it is data (an outcome), never an exception.
@@ -59,7 +59,7 @@ def run_batch(slots: list[list]) -> dict:
     results = runtime.run(probe_all(runtime.http_client(), targets))
     try:
         with session_scope() as session:
-            summary = record_outcomes(session, results, escalation_delays())
+            summary = record_outcomes(session, results, get_config())
     except DBAPIError:
         # Postgres went away while we probed: keep the outcomes, write them when it is back.
         record_outcomes_later.delay([r.to_json() for r in results])

@@ -116,7 +116,11 @@ def make_config(**overrides: Any) -> EventopsConfig:
             {"name": "api", "url": "{platform_url}/health", "interval": "1m", "timeout": "2s"}
         ],
         "channels": [{"name": "hook", "url": "json://127.0.0.1:9/hook"}],
-        "routes": {"critical": ["hook"], "warning": ["hook"]},
+        "policies": {
+            "critical": {"steps": [{"after": "0s", "channels": ["hook"]}]},
+            "warning": {"steps": [{"after": "15m", "channels": ["hook"]}]},
+            "info": {"digest": True, "channels": ["hook"]},
+        },
     }
     data.update(overrides)
     return parse_config(data)

@@ -259,17 +259,24 @@ def incidents_list(show_all: bool, as_json: bool) -> None:
 
 
 def _change_incident(action: str, incident_id: int, by: str) -> None:
-    from core import incidents as incident_actions
-    from models.db import session_scope
+    from core import incidents as lifecycle
 
-    change = getattr(incident_actions, action)
     try:
-        with session_scope() as session:
-            changed = change(session, incident_id, by=by)
-    except incident_actions.IncidentNotFound as error:
+        if action == "acknowledge":
+            changed = lifecycle.acknowledge(incident_id, by=by)
+        elif action == "resolve":
+            changed = lifecycle.resolve(incident_id, by, checked_config())
+        else:
+            changed = lifecycle.reopen(incident_id, by, checked_config())
+    except lifecycle.IncidentNotFound as error:
         raise click.ClickException(str(error)) from None
-    verb = {"acknowledge": "acknowledged", "resolve": "resolved"}[action]
-    click.echo(f"#{incident_id} {verb}" if changed else f"#{incident_id} was not open; unchanged")
+    verb = {"acknowledge": "acknowledged", "resolve": "resolved", "reopen": "reopened"}[action]
+    unchanged = {
+        "acknowledge": "was not open",
+        "resolve": "was already resolved",
+        "reopen": "is not resolved",
+    }[action]
+    click.echo(f"#{incident_id} {verb}" if changed else f"#{incident_id} {unchanged}; unchanged")
 
 
 @incidents.command("ack")
@@ -286,6 +293,124 @@ def incidents_ack(incident_id: int, by: str) -> None:
 def incidents_resolve(incident_id: int, by: str) -> None:
     """Resolve an incident by hand."""
     _change_incident("resolve", incident_id, by)
+
+
+@incidents.command("reopen")
+@click.argument("incident_id", type=int)
+@click.option("--by", default=lambda: os.environ.get("USER", "cli"), help="Who reopens.")
+def incidents_reopen(incident_id: int, by: str) -> None:
+    """Reopen a resolved incident that was not fixed after all."""
+    _change_incident("reopen", incident_id, by)
+
+
+@incidents.command("note")
+@click.argument("incident_id", type=int)
+@click.argument("text")
+@click.option("--by", default=lambda: os.environ.get("USER", "cli"), help="Who writes.")
+@click.option("--public", is_flag=True, help="A status update for the stakeholders.")
+def incidents_note(incident_id: int, text: str, by: str, public: bool) -> None:
+    """Add a note to the timeline (--public: also a status update to stakeholders)."""
+    from core import incidents as lifecycle
+
+    try:
+        lifecycle.note(incident_id, text, by, checked_config(), public=public)
+    except lifecycle.IncidentNotFound as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"#{incident_id}: noted")
+
+
+@incidents.command("postmortem")
+@click.argument("incident_id", type=int)
+def incidents_postmortem(incident_id: int) -> None:
+    """Print the incident's post-mortem draft (Markdown), drafting it now if needed."""
+    from core.incidents import IncidentNotFound
+    from core.postmortem import draft_postmortem
+    from models.db import session_scope
+    from models.tables import Incident
+
+    try:
+        with session_scope() as session:
+            incident = session.get(Incident, incident_id)
+            stored = incident.postmortem if incident is not None else None
+            click.echo(stored or draft_postmortem(session, incident_id))
+    except IncidentNotFound as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.group()
+def silences() -> None:
+    """Mute pages for matching incidents for a while (incidents still open and resolve)."""
+
+
+@silences.command("add")
+@click.argument("matchers", nargs=-1, required=True)
+@click.option("--for", "duration", default="1h", show_default=True, help="How long: 30m, 2h.")
+@click.option("--comment", default="", help="Why; shown on the incidents it holds.")
+@click.option("--by", default=lambda: os.environ.get("USER", "cli"), help="Who silences.")
+def silences_add(matchers: tuple[str, ...], duration: str, comment: str, by: str) -> None:
+    """Silence incidents matching every MATCHER: check=stripe, group=~pay.*, severity!=info."""
+    from core.silences import create_silence
+    from models.config import parse_duration
+    from models.db import session_scope
+
+    try:
+        length = parse_duration(duration)
+        with session_scope() as session:
+            silence = create_silence(
+                session, list(matchers), by=by, comment=comment, duration=length
+            )
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    click.echo(f"silence #{silence.id} until {silence.ends_at:%Y-%m-%d %H:%M} UTC")
+
+
+@silences.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def silences_list(as_json: bool) -> None:
+    """Active and upcoming silences."""
+    from sqlalchemy import select
+
+    from core.clock import utcnow
+    from models.db import session_scope
+    from models.tables import Silence
+
+    with session_scope() as session:
+        rows = session.scalars(
+            select(Silence).where(Silence.ends_at > utcnow()).order_by(Silence.ends_at)
+        ).all()
+        data: list[dict[str, Any]] = [
+            {
+                "id": s.id,
+                "matchers": s.matchers,
+                "starts_at": s.starts_at.isoformat(),
+                "ends_at": s.ends_at.isoformat(),
+                "created_by": s.created_by,
+                "comment": s.comment,
+            }
+            for s in rows
+        ]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not data:
+        click.echo("no active silences")
+    for row in data:
+        click.echo(
+            f"#{row['id']:<4} {' '.join(row['matchers'])}  until {str(row['ends_at'])[:16]}  "
+            f"by {row['created_by']}  {row['comment']}"
+        )
+
+
+@silences.command("expire")
+@click.argument("silence_id", type=int)
+def silences_expire(silence_id: int) -> None:
+    """End a silence now; held pages go out on the next sweep if their incidents are open."""
+    from core.silences import expire_silence
+    from models.db import session_scope
+
+    with session_scope() as session:
+        ended = expire_silence(session, silence_id)
+    click.echo(f"silence #{silence_id} ended" if ended else f"no active silence #{silence_id}")
 
 
 if __name__ == "__main__":

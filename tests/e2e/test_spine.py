@@ -112,8 +112,11 @@ checks:
 channels:
   - name: hook
     url: {receiver.apprise_url}
-routes:
-  critical: [hook]
+policies:
+  critical:
+    steps:
+      - after: 0s
+        channels: [hook]
 """
     )
 

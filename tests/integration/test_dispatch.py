@@ -46,7 +46,7 @@ def test_the_next_slot_comes_one_interval_later(clean_db: str) -> None:
     three_checks()
     for check_id, slot, _ in claim(T0):
         with session_scope() as session:
-            record_outcomes(session, [up(check_id, slot)], {})
+            record_outcomes(session, [up(check_id, slot)], make_config())
     assert claim(T0 + timedelta(seconds=59)) == []
     assert {slot for _, slot, _ in claim(T0 + timedelta(seconds=60))} == {T0 + timedelta(minutes=1)}
 
@@ -57,7 +57,7 @@ def test_after_an_outage_one_current_slot_is_claimed_not_a_burst_of_old_ones(
     three_checks()
     for check_id, slot, _ in claim(T0):
         with session_scope() as session:
-            record_outcomes(session, [up(check_id, slot)], {})
+            record_outcomes(session, [up(check_id, slot)], make_config())
     late = T0 + timedelta(minutes=10, seconds=30)
     claimed = claim(late)
     assert len(claimed) == 3
@@ -116,6 +116,6 @@ def test_a_shorter_interval_takes_effect_without_waiting_out_the_old_one(clean_d
         sync_checks(session, make_config(checks=slow), now=T0)
     [(check_id, slot, _)] = claim(T0)
     with session_scope() as session:
-        record_outcomes(session, [up(check_id, slot)], {})
+        record_outcomes(session, [up(check_id, slot)], make_config())
         sync_checks(session, make_config(checks=fast), now=T0 + timedelta(minutes=1))
     assert [c for c, _, _ in claim(T0 + timedelta(minutes=1, seconds=30))] == [check_id]

@@ -19,7 +19,6 @@ from tests.conftest import make_config
 from tests.receivers import WebhookReceiver
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
-DELAYS = {"critical": timedelta(0), "warning": timedelta(minutes=15), "info": None}
 
 
 @pytest.fixture
@@ -41,7 +40,10 @@ def config_for(receiver: WebhookReceiver, severity: str = "critical") -> Eventop
             }
         ],
         channels=[{"name": "hook", "url": receiver.apprise_url}],
-        routes={"critical": ["hook"], "warning": ["hook"]},
+        policies={
+            "critical": {"steps": [{"after": "0s", "channels": ["hook"]}]},
+            "warning": {"steps": [{"after": "15m", "channels": ["hook"]}]},
+        },
     )
 
 
@@ -51,12 +53,12 @@ def setup(config: EventopsConfig) -> int:
         return session.scalars(select(Check.id)).one()
 
 
-def probe(check_id: int, minute: int, ok: bool) -> None:
+def probe(config: EventopsConfig, check_id: int, minute: int, ok: bool) -> None:
     slot = T0 + timedelta(minutes=minute)
     status, code = ("up", 200) if ok else ("down", 503)
     with session_scope() as session:
         record_outcomes(
-            session, [ProbeResult(check_id, slot, slot, status, 5.0, code)], DELAYS, now=slot
+            session, [ProbeResult(check_id, slot, slot, status, 5.0, code)], config, now=slot
         )
 
 
@@ -74,18 +76,23 @@ def test_a_critical_incident_notifies_once_and_its_resolution_once(
 ) -> None:
     config = config_for(receiver)
     check_id = setup(config)
-    probe(check_id, 0, ok=False)
-    assert sweep_at(config, T0) == {"queued": 1, "sent": 1, "failed": 0}
-    assert sweep_at(config, T0 + timedelta(seconds=5)) == {"queued": 0, "sent": 0, "failed": 0}
+    probe(config, check_id, 0, ok=False)
+    assert sweep_at(config, T0) == {"queued": 1, "sent": 1, "failed": 0, "postmortems": 0}
+    assert sweep_at(config, T0 + timedelta(seconds=5)) == {
+        "queued": 0,
+        "sent": 0,
+        "failed": 0,
+        "postmortems": 0,
+    }
     assert receiver.titles() == ["[CRITICAL] stripe is down"]
-    probe(check_id, 1, ok=True)
+    probe(config, check_id, 1, ok=True)
     sweep_at(config, T0 + timedelta(minutes=1))
     assert receiver.titles() == ["[CRITICAL] stripe is down", "[RESOLVED] stripe is back up"]
     with session_scope() as session:
         incident = session.scalars(select(Incident)).one()
         timeline = session.scalars(select(IncidentEvent.kind).order_by(IncidentEvent.id)).all()
     assert incident.notified_at == T0
-    assert timeline == ["opened", "notified", "resolved", "notified"]
+    assert timeline == ["opened", "classified", "notified", "resolved", "notified"]
 
 
 def test_a_warning_that_recovers_within_15_minutes_never_pages(
@@ -93,9 +100,9 @@ def test_a_warning_that_recovers_within_15_minutes_never_pages(
 ) -> None:
     config = config_for(receiver, severity="warning")
     check_id = setup(config)
-    probe(check_id, 0, ok=False)
+    probe(config, check_id, 0, ok=False)
     sweep_at(config, T0 + timedelta(minutes=14))
-    probe(check_id, 14, ok=True)
+    probe(config, check_id, 14, ok=True)
     sweep_at(config, T0 + timedelta(minutes=16))
     assert receiver.attempts == 0
     assert notifications() == []
@@ -106,7 +113,7 @@ def test_a_warning_still_failing_after_15_minutes_pages(
 ) -> None:
     config = config_for(receiver, severity="warning")
     check_id = setup(config)
-    probe(check_id, 0, ok=False)
+    probe(config, check_id, 0, ok=False)
     assert sweep_at(config, T0 + timedelta(minutes=14, seconds=59))["sent"] == 0
     assert sweep_at(config, T0 + timedelta(minutes=15))["sent"] == 1
     assert receiver.titles() == ["[WARNING] stripe is down"]
@@ -117,7 +124,7 @@ def test_a_failing_channel_is_retried_with_backoff_until_it_delivers_once(
 ) -> None:
     config = config_for(receiver)
     check_id = setup(config)
-    probe(check_id, 0, ok=False)
+    probe(config, check_id, 0, ok=False)
     receiver.failures_left = 2
     assert sweep_at(config, T0)["failed"] == 1
     [note] = notifications()
@@ -142,7 +149,7 @@ def test_a_claimed_notification_is_invisible_to_a_second_sweeper_until_its_lease
 ) -> None:
     config = config_for(receiver)
     check_id = setup(config)
-    probe(check_id, 0, ok=False)
+    probe(config, check_id, 0, ok=False)
     with session_scope() as session:
         from core.escalation import fire_due_escalations
 
@@ -161,7 +168,7 @@ def test_an_incident_acknowledged_before_its_delay_never_pages(
 ) -> None:
     config = config_for(receiver, severity="warning")
     check_id = setup(config)
-    probe(check_id, 0, ok=False)
+    probe(config, check_id, 0, ok=False)
     with session_scope() as session:
         incident = session.scalars(select(Incident)).one()
         incident.status = "acknowledged"
@@ -180,16 +187,16 @@ def test_a_severity_with_no_route_is_recorded_on_the_timeline_not_dropped(
             {"name": "stripe", "url": "http://127.0.0.1:9/", "interval": "1m", "timeout": "5s"}
         ],
         channels=[{"name": "hook", "url": receiver.apprise_url}],
-        routes={"warning": ["hook"]},
+        policies={"warning": {"steps": [{"after": "0s", "channels": ["hook"]}]}},
     )
     check_id = setup(config)
-    probe(check_id, 0, ok=False)
+    probe(config, check_id, 0, ok=False)
     sweep_at(config, T0)
     with session_scope() as session:
         event = session.scalars(
             select(IncidentEvent).where(IncidentEvent.kind == "not routed")
         ).one()
-    assert event.detail == "no channel routes critical alerts"
+    assert event.detail == "the critical policy has no steps"
 
 
 def test_acknowledging_stops_the_pending_page_and_resolving_by_hand_is_on_the_timeline(
@@ -199,23 +206,23 @@ def test_acknowledging_stops_the_pending_page_and_resolving_by_hand_is_on_the_ti
 
     config = config_for(receiver, severity="warning")
     check_id = setup(config)
-    probe(check_id, 0, ok=False)
+    probe(config, check_id, 0, ok=False)
     with session_scope() as session:
         incident_id = session.scalars(select(Incident.id)).one()
-        assert incidents.acknowledge(session, incident_id, by="ana", now=T0)
-        assert not incidents.acknowledge(session, incident_id, by="ana", now=T0)
+    assert incidents.acknowledge(incident_id, by="ana", now=T0)
+    assert not incidents.acknowledge(incident_id, by="ana", now=T0)
     sweep_at(config, T0 + timedelta(minutes=20))
     assert receiver.attempts == 0
-    with session_scope() as session:
-        assert incidents.resolve(session, incident_id, by="ana", now=T0 + timedelta(minutes=21))
-        with pytest.raises(incidents.IncidentNotFound):
-            incidents.acknowledge(session, 999, by="ana")
+    assert incidents.resolve(incident_id, "ana", config, now=T0 + timedelta(minutes=21))
+    with pytest.raises(incidents.IncidentNotFound):
+        incidents.acknowledge(999, by="ana")
     with session_scope() as session:
         timeline = session.execute(
             select(IncidentEvent.kind, IncidentEvent.actor).order_by(IncidentEvent.id)
         ).all()
     assert [tuple(row) for row in timeline] == [
         ("opened", "eventops"),
+        ("classified", "eventops"),
         ("acknowledged", "ana"),
         ("escalation skipped", "eventops"),
         ("resolved", "ana"),

@@ -14,7 +14,7 @@ from models.tables import Check, Escalation, Incident, IncidentEvent, Outcome
 from tests.conftest import make_config
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
-DELAYS = {"critical": timedelta(0), "warning": timedelta(minutes=15), "info": None}
+CONFIG = make_config()
 
 
 def one_check(**fields: object) -> int:
@@ -34,7 +34,7 @@ def outcome(check_id: int, minute: int, ok: bool) -> ProbeResult:
 
 def feed(*results: ProbeResult, minute: int = 0):
     with session_scope() as session:
-        return record_outcomes(session, list(results), DELAYS, now=T0 + timedelta(minutes=minute))
+        return record_outcomes(session, list(results), CONFIG, now=T0 + timedelta(minutes=minute))
 
 
 def count(model: type) -> int:
@@ -66,7 +66,8 @@ def test_reaching_the_alert_threshold_opens_one_critical_incident_due_now(clean_
         incident = session.scalars(select(Incident)).one()
         escalation = session.scalars(select(Escalation)).one()
         events = session.scalars(select(IncidentEvent.kind)).all()
-    assert incident.fingerprint == f"check:{check_id}"
+    assert incident.fingerprint == "check:stripe"
+    assert incident.labels == {"check": "stripe", "group": "stripe", "severity": "critical"}
     assert (incident.severity, incident.status, incident.title) == (
         "critical",
         "open",
@@ -74,7 +75,7 @@ def test_reaching_the_alert_threshold_opens_one_critical_incident_due_now(clean_
     )
     assert "bad_status (HTTP 503)" in (incident.summary or "")
     assert (escalation.kind, escalation.due_at) == ("opened", T0 + timedelta(minutes=1))
-    assert events == ["opened"]
+    assert events == ["opened", "classified"]
 
 
 def test_a_warning_check_escalates_after_its_delay_not_at_once(clean_db: str) -> None:
@@ -127,11 +128,23 @@ def test_a_late_older_outcome_is_stored_but_does_not_move_state_backwards(clean_
     assert check is not None and check.status == "up"
 
 
-def test_after_resolution_a_new_failure_opens_a_new_incident(clean_db: str) -> None:
+def test_a_failure_soon_after_resolution_reopens_the_same_incident(clean_db: str) -> None:
     check_id = one_check(recovery_threshold=1)
     [first] = feed(outcome(check_id, 0, False)).opened
-    feed(outcome(check_id, 1, True))
-    [second] = feed(outcome(check_id, 2, False)).opened
+    feed(outcome(check_id, 1, True), minute=1)
+    assert feed(outcome(check_id, 2, False), minute=2).opened == [first]
+    assert count(Incident) == 1
+    with session_scope() as session:
+        incident = session.get(Incident, first)
+        assert incident is not None
+        assert (incident.status, incident.reopen_count) == ("open", 1)
+
+
+def test_a_failure_long_after_resolution_opens_a_new_incident(clean_db: str) -> None:
+    check_id = one_check(recovery_threshold=1)
+    [first] = feed(outcome(check_id, 0, False)).opened
+    feed(outcome(check_id, 1, True), minute=1)
+    [second] = feed(outcome(check_id, 40, False), minute=40).opened
     assert second != first
     assert count(Incident) == 2
 
@@ -143,3 +156,79 @@ def test_outcomes_in_one_batch_apply_in_slot_order(clean_db: str) -> None:
         outcome(check_id, 2, True), outcome(check_id, 0, False), outcome(check_id, 1, False)
     )
     assert len(summary.opened) == 1 and len(summary.resolved) == 1
+
+
+def test_a_check_alternating_pass_and_fail_is_one_incident_held_open_as_flapping(
+    clean_db: str,
+) -> None:
+    check_id = one_check(alert_threshold=1, recovery_threshold=1)
+    for minute in range(12):
+        feed(outcome(check_id, minute, ok=minute % 2 == 1), minute=minute)
+    with session_scope() as session:
+        incident = session.scalars(select(Incident)).one()
+        kinds = session.scalars(select(Escalation.kind).order_by(Escalation.id)).all()
+    assert incident.flapping and incident.status == "open"
+    assert incident.reopen_count >= 3
+    # Pages: the first opening, reopens until flapping was detected, one flapping notice.
+    assert kinds.count("flapping") == 1
+    assert kinds.count("reopened") == 2
+    # Steady passes for a whole flap window let it resolve.
+    for minute in range(12, 50):
+        feed(outcome(check_id, minute, ok=True), minute=minute)
+    with session_scope() as session:
+        incident = session.scalars(select(Incident)).one()
+    assert incident.status == "resolved"
+    assert count(Incident) == 1
+
+
+def two_dependent_checks() -> dict[str, int]:
+    checks = [
+        {
+            "name": "supabase",
+            "url": "http://127.0.0.1:9/",
+            "interval": "1m",
+            "timeout": "5s",
+            "recovery_threshold": 1,
+        },
+        {
+            "name": "stripe",
+            "url": "http://127.0.0.1:9/",
+            "interval": "1m",
+            "timeout": "5s",
+            "recovery_threshold": 1,
+            "depends_on": ["supabase"],
+        },
+    ]
+    with session_scope() as session:
+        sync_checks(session, make_config(checks=checks), now=T0)
+        return {name: id_ for id_, name in session.execute(select(Check.id, Check.name))}
+
+
+def test_a_check_whose_dependency_is_down_is_linked_to_it_and_pages_nobody(clean_db: str) -> None:
+    ids = two_dependent_checks()
+    [parent] = feed(outcome(ids["supabase"], 0, False)).opened
+    [child] = feed(outcome(ids["stripe"], 0, False)).opened
+    with session_scope() as session:
+        incident = session.get(Incident, child)
+        assert incident is not None and incident.parent_incident_id == parent
+        child_steps = session.scalars(select(Escalation).where(Escalation.incident_id == child))
+        assert list(child_steps) == []
+
+
+def test_when_the_dependency_recovers_first_the_still_failing_child_pages(clean_db: str) -> None:
+    ids = two_dependent_checks()
+    [parent] = feed(outcome(ids["supabase"], 0, False)).opened
+    [child] = feed(outcome(ids["stripe"], 0, False)).opened
+    feed(outcome(ids["supabase"], 1, True), minute=1)
+    with session_scope() as session:
+        steps = session.execute(
+            select(Escalation.kind, Escalation.due_at).where(Escalation.incident_id == child)
+        ).all()
+    assert [tuple(s) for s in steps] == [("opened", T0 + timedelta(minutes=1))]
+
+
+def test_a_suppressed_child_still_resolves_on_its_own(clean_db: str) -> None:
+    ids = two_dependent_checks()
+    feed(outcome(ids["supabase"], 0, False))
+    [child] = feed(outcome(ids["stripe"], 0, False)).opened
+    assert feed(outcome(ids["stripe"], 1, True), minute=1).resolved == [child]

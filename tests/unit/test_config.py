@@ -22,8 +22,11 @@ checks:
 channels:
   - name: ops
     url: json://127.0.0.1:9/hook
-routes:
-  critical: [ops]
+policies:
+  critical:
+    steps:
+      - after: 0s
+        channels: [ops]
 """
 
 
@@ -96,24 +99,116 @@ def test_missing_fields_say_they_are_required() -> None:
     ]
 
 
-def test_duplicate_names_and_unknown_route_channels_are_rejected() -> None:
+def test_duplicate_names_and_unknown_channels_are_rejected() -> None:
     data = {
         "checks": [
             {"name": "a", "url": "http://x/", "interval": "1m", "timeout": "1s"},
             {"name": "a", "url": "http://y/", "interval": "1m", "timeout": "1s"},
         ],
-        "channels": [{"name": "ops", "url": "json://h/p"}],
-        "routes": {"critical": ["ops", "pager"]},
+        "channels": [{"name": "ops", "url": "json://h/p", "fallback": "sms"}],
+        "policies": {"critical": {"steps": [{"after": "0s", "channels": ["ops", "pager"]}]}},
     }
     assert problems_of(data) == [
         "checks[1].name: duplicate name 'a'",
-        "routes.critical[1]: unknown channel 'pager'",
+        "policies.critical.steps[0].channels[1]: unknown channel 'pager'",
+        "channels[0].fallback: unknown channel 'sms'",
     ]
 
 
-def test_unknown_severity_in_routes_is_rejected() -> None:
-    problems = problems_of({"routes": {"urgent": []}})
-    assert problems[0].startswith("routes.urgent")
+def test_unknown_severity_in_policies_is_rejected() -> None:
+    problems = problems_of({"policies": {"urgent": {}}})
+    assert problems[0].startswith("policies.urgent")
+
+
+def test_dependencies_must_name_checks_and_must_not_form_a_cycle() -> None:
+    def check(name: str, *parents: str) -> dict:
+        return {
+            "name": name,
+            "url": "http://x/",
+            "interval": "1m",
+            "timeout": "1s",
+            "depends_on": list(parents),
+        }
+
+    assert problems_of({"checks": [check("a", "ghost")]}) == [
+        "checks[0].depends_on[0]: unknown check 'ghost'"
+    ]
+    assert problems_of({"checks": [check("a", "b"), check("b", "c"), check("c", "a")]}) == [
+        "checks: depends_on forms a cycle (a -> b -> c -> a)"
+    ]
+
+
+def test_escalation_steps_must_be_in_order_and_matchers_well_formed() -> None:
+    data = {
+        "channels": [{"name": "ops", "url": "json://h/p"}],
+        "policies": {
+            "critical": {
+                "steps": [
+                    {"after": "15m", "channels": ["ops"]},
+                    {"after": "5m", "channels": ["ops"]},
+                ]
+            }
+        },
+        "maintenance_windows": [
+            {
+                "name": "db",
+                "matchers": ["group=~(unclosed"],
+                "day": "sunday",
+                "start": "25:00",
+                "duration": "2h",
+            }
+        ],
+    }
+    problems = problems_of(data)
+    assert "policies.critical.steps: steps must be in order of `after`" in problems
+    assert any(
+        p.startswith("maintenance_windows[0].matchers: 'group=~(unclosed': bad regular")
+        for p in problems
+    )
+    assert any(p.startswith("maintenance_windows[0].start:") for p in problems)
+
+
+def test_rules_are_validated_field_by_field() -> None:
+    data = {
+        "rules": [
+            {
+                "name": "slow",
+                "metric": "response_time",
+                "op": "≥",
+                "threshold": "high",
+                "severity": "urgent",
+                "window": "0s",
+                "checks": ["nope"],
+            },
+        ]
+    }
+    problems = problems_of(data)
+    assert any(p.startswith("rules[0].op:") for p in problems)
+    assert any(p.startswith("rules[0].threshold:") for p in problems)
+    assert any(p.startswith("rules[0].severity:") for p in problems)
+    assert "rules[0].window: must be positive" in problems
+
+
+def test_a_rule_naming_an_unknown_check_is_rejected() -> None:
+    data = {
+        "rules": [
+            {
+                "name": "slow",
+                "metric": "response_time",
+                "op": ">",
+                "threshold": 5000,
+                "severity": "critical",
+                "checks": ["nope"],
+            }
+        ]
+    }
+    assert problems_of(data) == ["rules[0].checks[0]: unknown check 'nope'"]
+
+
+def test_an_unknown_time_zone_is_rejected() -> None:
+    assert problems_of({"timezone": "Mars/Olympus"}) == [
+        "timezone: unknown time zone 'Mars/Olympus'"
+    ]
 
 
 def test_a_config_that_is_not_a_mapping_is_rejected() -> None:
