@@ -371,6 +371,13 @@ def _session(session: Session | None) -> Iterator[Session]:
         yield own
 
 
+def _running_config() -> EventopsConfig:
+    """The process's config, for calls from the shell that do not pass one."""
+    from workers.settings import get_config
+
+    return get_config()
+
+
 def _get(session: Session, incident_id: int) -> Incident:
     incident = session.get(Incident, incident_id, with_for_update=True)
     if incident is None:
@@ -401,7 +408,7 @@ def acknowledge(
 def resolve(
     incident_id: int,
     by: str,
-    config: EventopsConfig,
+    config: EventopsConfig | None = None,
     *,
     why: str = "resolved by hand",
     session: Session | None = None,
@@ -410,13 +417,13 @@ def resolve(
     """Resolve by hand (flapping or not). If the problem persists, it reopens."""
     now = now or utcnow()
     with _session(session) as db:
-        return _resolve(db, _get(db, incident_id), config, now, by=by, why=why)
+        return _resolve(db, _get(db, incident_id), config or _running_config(), now, by=by, why=why)
 
 
 def reopen(
     incident_id: int,
     by: str,
-    config: EventopsConfig,
+    config: EventopsConfig | None = None,
     *,
     why: str = "reopened by hand",
     session: Session | None = None,
@@ -428,7 +435,7 @@ def reopen(
         incident = _get(db, incident_id)
         if incident.status != "resolved":
             return False
-        _reopen(db, incident, config, now, by=by, why=why)
+        _reopen(db, incident, config or _running_config(), now, by=by, why=why)
         return True
 
 
@@ -436,7 +443,7 @@ def note(
     incident_id: int,
     text: str,
     by: str,
-    config: EventopsConfig,
+    config: EventopsConfig | None = None,
     *,
     public: bool = False,
     session: Session | None = None,
@@ -444,12 +451,13 @@ def note(
 ) -> None:
     """Add a note to the timeline; a public note is a status update for the stakeholders."""
     now = now or utcnow()
+    settings = config or _running_config()
     with _session(session) as db:
         incident = _get(db, incident_id)
         add_event(
             db, incident_id, now, "status update" if public else "note", actor=by, detail=text
         )
-        if public and policy_for(incident, config).stakeholders:
+        if public and policy_for(incident, settings).stakeholders:
             updates = (
                 db.scalar(
                     select(func.count())
@@ -460,5 +468,5 @@ def note(
                 )
                 or 0
             )
-            key = group_key(incident.labels, incident.severity, config)
+            key = group_key(incident.labels, incident.severity, settings)
             queue_escalation(db, incident_id, "status-update", now, key, updates)
