@@ -22,4 +22,9 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": SWEEP_EVERY_S,
         "options": {"queue": "escalations", "expires": SWEEP_EVERY_S * 3},
     },
+    "evaluate-rules": {
+        "task": "rules.evaluate",
+        "schedule": 30.0,
+        "options": {"queue": "pipeline", "expires": 90.0},
+    },
 }

@@ -143,7 +143,11 @@ def _route(
     if kind == "promote":
         _promote(session, incident, config, now)
         return []
-    if incident.status != "open":
+    # Pages stop once someone is on it; stakeholder updates go on until it is resolved.
+    still_relevant = (
+        incident.status != "resolved" if kind.startswith("status-") else incident.status == "open"
+    )
+    if not still_relevant:
         add_event(
             session,
             incident.id,
@@ -236,7 +240,6 @@ def _channels_told(session: Session, incident_id: int) -> list[str]:
                 NotificationItem.incident_id == incident_id,
                 NotificationItem.kind.in_(PAGING_KINDS),
                 Notification.state == "sent",
-                Notification.fallback_for.is_(None),
             )
             .distinct()
             .order_by(NotificationItem.channel)
@@ -367,7 +370,8 @@ def record_delivery(
     if result.ok:
         sent = session.execute(
             update(Notification)
-            .where(Notification.id == note.id, Notification.state == "pending")
+            # A page withdrawn while in flight was delivered all the same: record it as sent.
+            .where(Notification.id == note.id, Notification.state.in_(["pending", "cancelled"]))
             .values(state="sent", sent_at=now, last_error=None)
             .returning(Notification.id)
         ).first()
@@ -380,6 +384,7 @@ def record_delivery(
                 .where(Incident.id.in_(paged))
                 .values(notified_at=func.coalesce(Incident.notified_at, now))
             )
+            _announce_ends_missed_in_flight(session, paged, config, now)
         _events(session, incident_ids, now, "notified", f"{note.kind} via {note.channel}")
         _channel_ok(session, note.channel, config, now)
         return
@@ -405,6 +410,20 @@ def record_delivery(
         )
     _fall_back(session, note, config, now)
     _channel_failed(session, note.channel, result.error or "failed", config, now)
+
+
+def _announce_ends_missed_in_flight(
+    session: Session, incident_ids: list[int], config: EventopsConfig, now: datetime
+) -> None:
+    """An incident that resolved while its page was being sent had no one to tell then;
+    the channels that just got the page now hear that it is over."""
+    from core.incidents import group_key
+
+    for incident in session.scalars(
+        select(Incident).where(Incident.id.in_(incident_ids), Incident.status == "resolved")
+    ):
+        key = group_key(incident.labels, incident.severity, config)
+        queue_escalation(session, incident.id, "resolved", now, key, incident.reopen_count)
 
 
 def _events(

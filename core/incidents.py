@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from core.clock import utcnow
 from models.config import EventopsConfig, PolicyConfig
-from models.tables import Escalation, Incident, IncidentEvent
+from models.tables import Escalation, Incident, IncidentEvent, Notification, NotificationItem
 
 # A problem that comes back within this long of resolving reopens its incident instead of
 # opening a new one; this many reopens inside the window mark the incident flapping, and a
@@ -158,6 +158,11 @@ def raise_problem(
             status="open",
             opened_at=now,
             summary=problem.summary,
+            escalate_after_s=(
+                problem.escalate_after.total_seconds()
+                if problem.escalate_after is not None
+                else None
+            ),
         )
         .on_conflict_do_nothing(
             index_elements=["fingerprint"], index_where=text("status <> 'resolved'")
@@ -218,6 +223,8 @@ def queue_opening(
     """Queue the policy's chain for a newly open incident (or a promoted one: kind promoted)."""
     policy = policy_for(incident, config)
     key = group_key(incident.labels, incident.severity, config)
+    if escalate_after is None and incident.escalate_after_s is not None:
+        escalate_after = timedelta(seconds=incident.escalate_after_s)
     if policy.digest:
         queue_escalation(session, incident.id, "digest", next_digest_at(now, config), "digest")
         return
@@ -324,6 +331,7 @@ def _resolve(
         )
         .values(state="cancelled")
     )
+    _withdraw_stale_pages(session, incident.id)
     key = group_key(incident.labels, incident.severity, config)
     if incident.notified_at is not None:
         queue_escalation(session, incident.id, "resolved", now, key, incident.reopen_count)
@@ -342,6 +350,28 @@ def _resolve(
     return True
 
 
+def _withdraw_stale_pages(session: Session, incident_id: int) -> None:
+    """Pages still retrying for this incident are void once every incident they carry is
+    resolved: nobody needs to be woken for a problem that is over."""
+    carried = select(NotificationItem.notification_id).where(
+        NotificationItem.incident_id == incident_id, NotificationItem.kind.in_(PAGING_KINDS)
+    )
+    still_open = (
+        select(NotificationItem.id)
+        .join(Incident, Incident.id == NotificationItem.incident_id)
+        .where(
+            NotificationItem.notification_id == Notification.id,
+            Incident.status != "resolved",
+        )
+        .exists()
+    )
+    session.execute(
+        update(Notification)
+        .where(Notification.id.in_(carried), Notification.state == "pending", ~still_open)
+        .values(state="cancelled", last_error="withdrawn: every incident it carries resolved")
+    )
+
+
 def _release_children(
     session: Session, parent: Incident, config: EventopsConfig, now: datetime
 ) -> None:
@@ -350,6 +380,21 @@ def _release_children(
         select(Incident).where(Incident.parent_incident_id == parent.id, Incident.status == "open")
     ).all()
     for child in children:
+        same_check = child.labels.get("check") and (
+            child.labels.get("check") == parent.labels.get("check")
+        )
+        if same_check:
+            # A rule breach on a check (error rate, uptime) whose own outage just ended is
+            # that outage's echo: its windows still hold the failures. It stays quiet and
+            # resolves when its rule clears.
+            add_event(
+                session,
+                child.id,
+                now,
+                "stays suppressed",
+                detail=f"#{parent.id} was the same check's outage",
+            )
+            continue
         add_event(
             session,
             child.id,

@@ -34,7 +34,11 @@ def deliver(url: str, title: str, body: str, kind: str = "info") -> Delivery:
     try:
         with apprise.LogCapture(level=logging.WARNING) as captured:
             ok = sender.notify(
-                title=title, body=body, notify_type=NOTIFY_TYPES.get(kind, apprise.NotifyType.INFO)
+                title=title,
+                body=body,
+                # Plain text: otherwise e-mail turns the body's line breaks into spaces.
+                body_format=apprise.NotifyFormat.TEXT,
+                notify_type=NOTIFY_TYPES.get(kind, apprise.NotifyType.INFO),
             )
             log = captured.getvalue()
     except Exception as error:  # a plugin bug must not lose the notification

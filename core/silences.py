@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from core.clock import utcnow
 from models.config import EventopsConfig, WeeklyWindow, parse_matcher
-from models.tables import Silence
+from models.tables import Escalation, Silence
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -100,14 +100,21 @@ def create_silence(
 
 
 def expire_silence(session: Session, silence_id: int, now: datetime | None = None) -> bool:
+    """End a silence now. Pages it held (due at its old end) become due at once; the sweeper
+    re-checks them against any other silence still covering them."""
     now = now or utcnow()
-    result = session.execute(
-        update(Silence)
-        .where(Silence.id == silence_id, Silence.ends_at > now)
-        .values(ends_at=now)
-        .returning(Silence.id)
+    old_end = session.scalar(
+        select(Silence.ends_at).where(Silence.id == silence_id, Silence.ends_at > now)
     )
-    return result.first() is not None
+    if old_end is None:
+        return False
+    session.execute(update(Silence).where(Silence.id == silence_id).values(ends_at=now))
+    session.execute(
+        update(Escalation)
+        .where(Escalation.state == "pending", Escalation.due_at == old_end)
+        .values(due_at=now)
+    )
+    return True
 
 
 @contextmanager

@@ -138,6 +138,9 @@ class Incident(Base):
     )
     promoted_at: Mapped[datetime | None]
     postmortem: Mapped[str | None] = mapped_column(Text)
+    # The detector's own delay before the first page (a rule's escalate_after), kept so an
+    # incident released by its parent later still waits as its rule says.
+    escalate_after_s: Mapped[float | None]
 
     __table_args__ = (
         Index(

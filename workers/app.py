@@ -21,6 +21,7 @@ ROUTES = {
     # Control ticks ride the pipeline queue so a probe backlog never delays them.
     "probes.dispatch_due": {"queue": "pipeline"},
     "pipeline.*": {"queue": "pipeline"},
+    "rules.*": {"queue": "pipeline"},
     "escalations.*": {"queue": "escalations"},
     "backups.*": {"queue": "slow"},
     "audits.*": {"queue": "slow"},
@@ -62,7 +63,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-app = Celery("eventops", include=["tasks.probes", "tasks.pipeline", "tasks.escalation"])
+app = Celery(
+    "eventops",
+    include=["tasks.probes", "tasks.pipeline", "tasks.escalation", "tasks.rules"],
+)
 app.conf.update(celery_config(get_settings()))
 
 import workers.signals  # noqa: E402,F401  (connects the per-process hooks)

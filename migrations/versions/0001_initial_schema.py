@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 06:47:42.872563
+Create Date: 2026-11-27 07:01:33.117392
 """
 
 from collections.abc import Sequence
@@ -164,6 +164,7 @@ def upgrade() -> None:
         sa.Column("parent_incident_id", sa.Integer(), nullable=True),
         sa.Column("promoted_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("postmortem", sa.Text(), nullable=True),
+        sa.Column("escalate_after_s", sa.Double(), nullable=True),
         sa.ForeignKeyConstraint(
             ["check_id"],
             ["checks.id"],

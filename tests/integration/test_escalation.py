@@ -227,3 +227,19 @@ def test_acknowledging_stops_the_pending_page_and_resolving_by_hand_is_on_the_ti
         ("escalation skipped", "eventops"),
         ("resolved", "ana"),
     ]
+
+
+def test_a_page_still_retrying_when_its_incident_resolves_is_withdrawn(
+    clean_db: str, receiver: WebhookReceiver
+) -> None:
+    config = config_for(receiver)
+    check_id = setup(config)
+    probe(config, check_id, 0, ok=False)
+    receiver.failures_left = 1
+    assert sweep_at(config, T0)["failed"] == 1
+    probe(config, check_id, 1, ok=True)  # recovered before the retry
+    sweep_at(config, T0 + timedelta(minutes=2))
+    assert receiver.received == []
+    [note] = notifications()
+    assert note.state == "cancelled"
+    assert note.last_error == "withdrawn: every incident it carries resolved"
