@@ -625,3 +625,47 @@ def test_a_rule_incident_released_by_its_dependency_keeps_its_own_escalation_del
     assert incident("check:supabase").status == "resolved"
     [step] = escalations(slow.id)
     assert (step.kind, step.due_at) == ("opened", T0 + MINUTE + timedelta(minutes=30))
+
+
+def test_every_seed_rule_fires_and_escalates_as_the_seed_table_says(
+    clean_db: str, repo_root: Any
+) -> None:
+    """The seed's table: critical immediate; warnings after 15 min, 30 min, 1 h; info in the
+    daily digest (09:00 Pacific/Auckland, 20:00 UTC on 27 Nov)."""
+    from models.config import load_config
+
+    config = load_config(repo_root / "config" / "eventops.yaml")
+    with session_scope() as session:
+        sync_checks(session, config, now=T0)
+    # supabase: slow (p95 6 s). stripe: 29 probes in the 15-minute window at 3 s, one failing
+    # (error rate 3.4 %, uptime 96.6 %). mapbox: 10 fast probes, one failing (10 %, 90 %).
+    add_outcomes("supabase", *every_30s(["up"] * 10, latency=6000.0))
+    add_outcomes("stripe", *every_30s(["up", "down"] + ["up"] * 28, latency=3000.0))
+    add_outcomes("mapbox", *every_30s(["down"] + ["up"] * 9, latency=100.0))
+    metric("memory_usage", "worker-1", 0.9, T0 - MINUTE)
+    metric("user_registrations", "platform", 3, T0 - MINUTE)
+    metric("vendor_registrations", "platform", 1, T0 - MINUTE)
+
+    evaluate(config)
+
+    digest = datetime(2026, 11, 27, 20, 0, tzinfo=UTC)
+    group_wait = timedelta(seconds=30)  # the shipped warning policy gathers for 30 s
+    expected = {
+        "rule:response-time-critical:supabase": ("opened", T0),
+        "rule:response-time-warning:stripe": ("opened", T0 + timedelta(minutes=15) + group_wait),
+        "rule:error-rate-warning:stripe": ("opened", T0 + timedelta(minutes=30) + group_wait),
+        "rule:uptime-critical:stripe": ("opened", T0),
+        "rule:error-rate-critical:mapbox": ("opened", T0),
+        "rule:uptime-critical:mapbox": ("opened", T0),
+        "rule:memory-usage-warning:worker-1": ("opened", T0 + timedelta(hours=1) + group_wait),
+        "rule:user-registrations-low:platform": ("digest", digest),
+        "rule:vendor-registrations-low:platform": ("digest", digest),
+    }
+    first_steps = {}
+    for found in incidents():
+        steps = sorted(escalations(found.id), key=lambda e: (e.due_at, e.step))
+        first_steps[found.fingerprint] = (steps[0].kind, steps[0].due_at) if steps else None
+    # The warnings on the same metric as a firing critical are inhibited: no steps at all.
+    assert first_steps.pop("rule:response-time-warning:supabase") is None
+    assert first_steps.pop("rule:error-rate-warning:mapbox") is None
+    assert first_steps == expected
