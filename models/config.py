@@ -319,6 +319,49 @@ class NotificationConfig(_Strict):
     )
 
 
+class RetentionConfig(_Strict):
+    """How many backups of each tier to keep (the newest per hour, day, ISO week, month)."""
+
+    hourly: int = Field(default=24, ge=0)
+    daily: int = Field(default=7, ge=0)
+    weekly: int = Field(default=4, ge=0)
+    monthly: int = Field(default=12, ge=0)
+
+
+class FilesBackupConfig(_Strict):
+    """A directory of uploaded files, backed up incrementally with a SHA-256 manifest."""
+
+    name: str
+    directory: Path
+
+
+class BackupsConfig(_Strict):
+    """Backups of the platform database (its URL and the encryption key are settings:
+    EVENTOPS_PLATFORM_DATABASE_URL and EVENTOPS_BACKUP_KEY)."""
+
+    enabled: bool = True
+    directory: Path | None = Field(
+        default=None, description="Where backups are written (default: EVENTOPS_VAR_DIR/backups)."
+    )
+    rpo: Duration = Field(default=timedelta(hours=1), description="Recovery point objective.")
+    rto: Duration = Field(default=timedelta(hours=4), description="Recovery time objective.")
+    encrypt: bool = Field(default=True, description="Encrypt at rest with EVENTOPS_BACKUP_KEY.")
+    key_tables: list[str] = Field(
+        default_factory=list,
+        description="Tables whose row counts and checksums a restore test compares "
+        "(default: every table's row count, no checksums).",
+    )
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    files: list[FilesBackupConfig] = Field(default_factory=list)
+    config_files: list[Path] = Field(
+        default_factory=list, description="Configuration files to back up, secrets redacted."
+    )
+    pitr: bool = Field(
+        default=False,
+        description="Base backups and WAL archiving (needs a replication connection).",
+    )
+
+
 class EventopsConfig(_Strict):
     """The whole config file."""
 
@@ -332,6 +375,7 @@ class EventopsConfig(_Strict):
     policies: dict[Severity, PolicyConfig] = Field(default_factory=_default_policies)
     notifications: NotificationConfig = Field(default_factory=NotificationConfig)
     maintenance_windows: list[WeeklyWindow] = Field(default_factory=list)
+    backups: BackupsConfig = Field(default_factory=BackupsConfig)
 
     @field_validator("platform_url")
     @classmethod

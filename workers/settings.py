@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     dispatch_limit: int = Field(
         default=20_000, ge=1, description="Most checks one dispatch tick claims."
     )
+    platform_database_url: SecretStr | None = Field(
+        default=None,
+        description="The platform's Postgres, backed up and audited (read-only role is enough "
+        "for audits; backups need pg_dump rights). The demo database under `eventops run`.",
+    )
+    backup_key: SecretStr | None = Field(
+        default=None, description="Passphrase that encrypts backups at rest."
+    )
     flower_user: str = "admin"
     flower_password: SecretStr = SecretStr("eventops")
 
