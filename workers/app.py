@@ -23,6 +23,8 @@ ROUTES = {
     "pipeline.*": {"queue": "pipeline"},
     "rules.*": {"queue": "pipeline"},
     "escalations.*": {"queue": "escalations"},
+    # A few seconds of queries: it must not wait behind an hour-long dump.
+    "backups.monitor": {"queue": "pipeline"},
     "backups.*": {"queue": "slow"},
     "audits.*": {"queue": "slow"},
     "maintenance.*": {"queue": "slow"},
@@ -65,7 +67,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 app = Celery(
     "eventops",
-    include=["tasks.probes", "tasks.pipeline", "tasks.escalation", "tasks.rules"],
+    include=[
+        "tasks.probes",
+        "tasks.pipeline",
+        "tasks.escalation",
+        "tasks.rules",
+        "tasks.backups",
+    ],
 )
 app.conf.update(celery_config(get_settings()))
 
