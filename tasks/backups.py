@@ -98,9 +98,9 @@ def restore_test(backup_id: int | None = None) -> dict[str, Any]:
         return skipped
     from core.backups.logical import restore_test as run_restore_test
 
-    _, conn, _, key = _setup()
+    config, conn, _, key = _setup()
     slot = utcnow() if backup_id is not None else slot_for("week", utcnow())
-    return run_restore_test(session_scope, conn, backup_id, slot, key)
+    return run_restore_test(session_scope, conn, backup_id, slot, key, config=config)
 
 
 @app.task(name="backups.drill", **SLOW)

@@ -413,5 +413,168 @@ def silences_expire(silence_id: int) -> None:
     click.echo(f"silence #{silence_id} ended" if ended else f"no active silence #{silence_id}")
 
 
+@main.group()
+def backups() -> None:
+    """List, run, verify, restore-test and restore backups of the platform database."""
+
+
+def _backup_setup() -> tuple[Any, Any, Path, str | None]:
+    from tasks.backups import BackupsNotConfigured, _setup
+
+    try:
+        return _setup()
+    except BackupsNotConfigured as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _report(result: dict[str, Any], as_json: bool = False) -> None:
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    for key, value in result.items():
+        click.echo(f"{key}: {value}")
+    if result.get("failed") or result.get("state") in ("failed", "corrupt"):
+        sys.exit(1)
+
+
+@backups.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include deleted backups.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def backups_list(show_all: bool, as_json: bool) -> None:
+    """Backups, newest first, with their state and verification."""
+    from sqlalchemy import select
+
+    from models.db import session_scope
+    from models.tables import Backup
+
+    with session_scope() as session:
+        query = select(Backup).order_by(Backup.started_at.desc()).limit(200)
+        if not show_all:
+            query = query.where(Backup.deleted_at.is_(None))
+        data: list[dict[str, Any]] = [
+            {
+                "id": b.id,
+                "kind": b.kind,
+                "state": b.state,
+                "verify_state": b.verify_state,
+                "snapshot_at": b.snapshot_at.isoformat() if b.snapshot_at else None,
+                "size_bytes": b.size_bytes,
+                "duration_s": b.duration_s,
+                "encrypted": b.encrypted,
+                "path": b.path,
+                "deleted": b.deleted_at is not None,
+                "error": b.error or b.verify_error,
+            }
+            for b in session.scalars(query)
+        ]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not data:
+        click.echo("no backups yet")
+    for row in data:
+        size = f"{row['size_bytes'] / 1e6:.1f} MB" if row["size_bytes"] else "-"
+        when = str(row["snapshot_at"] or "")[:19]
+        click.echo(
+            f"#{row['id']:<5} {row['kind']:<12} {row['state']:<10} {row['verify_state']:<11} "
+            f"{when:<20} {size:>10}  {row['error'] or ''}"
+        )
+
+
+@backups.command("run")
+@click.option("--kind", type=click.Choice(["hourly", "daily"]), default="hourly", show_default=True)
+def backups_run(kind: str) -> None:
+    """Take this hour's (or today's) logical backup now, if it was not taken yet."""
+    from core.backups.logical import run_logical_backup
+    from core.clock import utcnow
+    from models.db import session_scope
+    from tasks.backups import slot_for
+
+    config, conn, directory, key = _backup_setup()
+    slot = slot_for("day" if kind == "daily" else "hour", utcnow())
+    _report(run_logical_backup(session_scope, conn, config, directory, kind, slot, key))
+
+
+@backups.command("verify")
+@click.argument("backup_id", type=int, required=False)
+def backups_verify(backup_id: int | None) -> None:
+    """Verify one backup (checksum and a full read), or every unverified one."""
+    from core.backups.logical import verify_backup, verify_due_backups
+    from models.db import session_scope
+
+    _, _, _, key = _backup_setup()
+    if backup_id is None:
+        _report(verify_due_backups(session_scope, key))
+    else:
+        _report(verify_backup(session_scope, backup_id, key))
+
+
+@backups.command("restore-test")
+@click.argument("backup_id", type=int, required=False)
+def backups_restore_test(backup_id: int | None) -> None:
+    """Restore a backup (default: the newest verified) into a scratch database, compare row
+    counts and checksums with the dump, measure RTO and RPO, drop the scratch copy."""
+    from core.backups.logical import restore_test
+    from core.clock import utcnow
+    from models.db import session_scope
+
+    config, conn, _, key = _backup_setup()
+    _report(restore_test(session_scope, conn, backup_id, utcnow(), key, config=config))
+
+
+@backups.command("restore")
+@click.argument("backup_id", type=int)
+@click.option("--target-db", required=True, help="Database to restore into (on the same server).")
+@click.option("--replace", is_flag=True, help="Drop and recreate the target if it exists.")
+@click.option(
+    "--overwrite-source",
+    is_flag=True,
+    help="Allow the target to be the platform database itself. Only in an emergency.",
+)
+def backups_restore(backup_id: int, target_db: str, replace: bool, overwrite_source: bool) -> None:
+    """Restore a logical backup into a named database; never over the source without
+    --overwrite-source."""
+    from core.backups.restore import RestoreRefused, restore_into_database
+    from models.db import session_scope
+
+    _, conn, _, key = _backup_setup()
+    try:
+        with session_scope() as session:
+            result = restore_into_database(
+                session,
+                conn,
+                backup_id,
+                target_db,
+                key,
+                overwrite_source=overwrite_source,
+                replace_existing=replace,
+            )
+    except RestoreRefused as error:
+        raise click.ClickException(str(error)) from None
+    _report(result)
+
+
+@backups.command("drill")
+def backups_drill() -> None:
+    """Run the disaster recovery drill now: restore into a fresh instance, time to healthy."""
+    from core.backups.drill import run_drill
+
+    from core.clock import utcnow
+    from models.db import session_scope
+
+    config, _, directory, key = _backup_setup()
+    _report(
+        run_drill(
+            session_scope,
+            None,
+            directory / "drills",
+            utcnow(),
+            key,
+            rto_objective=config.rto,
+            rpo_objective=config.rpo,
+        )
+    )
+
+
 if __name__ == "__main__":
     main()
