@@ -47,6 +47,11 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "kwargs": {"kind": "daily"},
         "options": {"queue": "slow", "expires": HOUR_S * 6},
     },
+    "base-backup-daily": {
+        "task": "backups.base",
+        "schedule": crontab(hour=14, minute=45),
+        "options": {"queue": "slow", "expires": HOUR_S * 6},
+    },
     # Verifies every new backup within the hour (the seed asks for daily verification).
     "verify-backups": {
         "task": "backups.verify",

@@ -80,6 +80,19 @@ def dump(kind: str = "hourly") -> dict[str, Any]:
     return run_logical_backup(session_scope, conn, config, directory, kind, slot, key)
 
 
+@app.task(name="backups.base", **SLOW)
+def base() -> dict[str, Any]:
+    """Today's base backup for point-in-time recovery (with `backups.pitr: true`)."""
+    if skipped := _skip_unless_configured():
+        return skipped
+    if not get_config().backups.pitr:
+        return {"skipped": "backups.pitr is off"}
+    from core.backups.pitr import run_base_backup
+
+    _, conn, directory, _ = _setup()
+    return run_base_backup(session_scope, conn, directory, slot_for("day", utcnow()))
+
+
 @app.task(name="backups.verify", **SLOW)
 def verify() -> dict[str, Any]:
     """Verify every unverified backup: SHA-256, then a full read of the archive."""

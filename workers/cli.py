@@ -139,6 +139,38 @@ def flower(port: int, address: str) -> None:
     )
 
 
+@main.command("wal-archive")
+@config_errors_exit_2
+def wal_archive() -> None:
+    """Stream the platform database's WAL into the backups directory (pg_receivewal), for
+    point-in-time recovery. Runs until stopped; run one."""
+    import signal
+    import time
+
+    from core.backups.pitr import WalReceiver
+
+    _, conn, directory, _ = _backup_setup()
+    (directory / "wal").mkdir(parents=True, exist_ok=True)
+    receiver = WalReceiver(conn, directory / "wal")
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    receiver.start()
+    click.echo(f"archiving WAL into {directory / 'wal'}")
+    try:
+        while not stopping:
+            if not receiver.is_running():
+                raise click.ClickException("pg_receivewal stopped; see its output above")
+            time.sleep(1)
+    finally:
+        receiver.stop()
+
+
 @main.group()
 def config() -> None:
     """Look at the configuration."""
@@ -554,11 +586,47 @@ def backups_restore(backup_id: int, target_db: str, replace: bool, overwrite_sou
     _report(result)
 
 
+@backups.command("pitr")
+@click.option("--to", "target", required=True, help="Target time, ISO 8601 with offset.")
+@click.option(
+    "--target-dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Empty directory for the restored data (never the live one).",
+)
+@click.option(
+    "--base",
+    "base_id",
+    type=int,
+    default=None,
+    help="Base backup id (default: the newest taken before the target time).",
+)
+def backups_pitr(target: str, target_dir: Path, base_id: int | None) -> None:
+    """Point-in-time restore: a base backup plus archived WAL replayed up to --to."""
+    from datetime import datetime
+
+    from core.backups.pitr import point_in_time_restore
+    from core.clock import utcnow
+    from models.db import session_scope
+
+    try:
+        target_time = datetime.fromisoformat(target)
+    except ValueError:
+        raise click.BadParameter(f"{target!r} is not an ISO 8601 time") from None
+    if target_time.tzinfo is None:
+        raise click.BadParameter("give the time zone, e.g. 2026-11-27T09:41:00+13:00")
+    _, _, directory, _ = _backup_setup()
+    _report(
+        point_in_time_restore(
+            session_scope, base_id, directory / "wal", target_time, target_dir, utcnow()
+        )
+    )
+
+
 @backups.command("drill")
 def backups_drill() -> None:
     """Run the disaster recovery drill now: restore into a fresh instance, time to healthy."""
     from core.backups.drill import run_drill
-
     from core.clock import utcnow
     from models.db import session_scope
 
