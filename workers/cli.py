@@ -465,7 +465,14 @@ def _report(result: dict[str, Any], as_json: bool = False) -> None:
         return
     for key, value in result.items():
         click.echo(f"{key}: {value}")
-    if result.get("failed") or result.get("state") in ("failed", "corrupt"):
+    # Exit 1 when the operation ran and found a problem, so scripts and cron notice.
+    bad = (
+        result.get("failed")
+        or result.get("state") == "failed"
+        or result.get("verify_state") == "corrupt"
+        or result.get("corrupt_ids")
+    )
+    if bad:
         sys.exit(1)
 
 
