@@ -26,7 +26,8 @@ def platform_url(postgres_server_url: str) -> Iterator[str]:
     with Conn.from_url(url).connect() as db:
         db.execute("CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL)")
         db.execute(
-            "INSERT INTO users (email) SELECT 'u' || g || '@example.test' FROM generate_series(1, 250) g"
+            "INSERT INTO users (email)"
+            " SELECT 'u' || g || '@example.test' FROM generate_series(1, 250) g"
         )
     yield url
     with admin.connect() as db:
