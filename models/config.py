@@ -53,6 +53,16 @@ def parse_duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def _slug(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError("must be lower-case letters, digits, '.', '_' or '-' (max 63)")
+    return name
+
+
+# Names of checks, rules and channels: they appear in fingerprints, labels and commands.
+Slug = Annotated[str, AfterValidator(_slug)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -60,7 +70,7 @@ class _Strict(BaseModel):
 class CheckConfig(_Strict):
     """One HTTP health check of the platform."""
 
-    name: str
+    name: Slug
     url: str = Field(description="Target URL; `{platform_url}` is replaced by the platform URL.")
     interval: Duration = Field(description="How often the check runs.")
     timeout: Duration = Field(description="The whole probe's deadline, body included.")
@@ -88,13 +98,6 @@ class CheckConfig(_Strict):
     )
     category: Category = "availability"
     impact: str | None = Field(default=None, description="What users lose when this fails.")
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_a_slug(cls, name: str) -> str:
-        if not _NAME.match(name):
-            raise ValueError("must be lower-case letters, digits, '.', '_' or '-' (max 63)")
-        return name
 
     @field_validator("url")
     @classmethod
@@ -141,18 +144,11 @@ class CheckConfig(_Strict):
 class ChannelConfig(_Strict):
     """A notification channel: an Apprise URL, kept secret because it carries tokens."""
 
-    name: str
+    name: Slug
     url: SecretStr = Field(description="Apprise URL (json://, slack://, mailto://, pagerduty://).")
     fallback: str | None = Field(
         default=None, description="Channel that gets the message after `fallback_after` failures."
     )
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_a_slug(cls, name: str) -> str:
-        if not _NAME.match(name):
-            raise ValueError("must be lower-case letters, digits, '.', '_' or '-' (max 63)")
-        return name
 
     @field_validator("url")
     @classmethod
@@ -190,7 +186,7 @@ Matchers = Annotated[list[str], AfterValidator(_check_matchers)]
 class RuleConfig(_Strict):
     """An alert rule: `metric aggregate over window <op> threshold` fires an incident."""
 
-    name: str
+    name: Slug
     metric: str = Field(
         description="response_time, error_rate or uptime (from outcomes), or any metric name "
         "written to the metrics table (memory_usage, user_registrations, ...)."
@@ -224,13 +220,6 @@ class RuleConfig(_Strict):
     description: str | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_a_slug(cls, name: str) -> str:
-        if not _NAME.match(name):
-            raise ValueError("must be lower-case letters, digits, '.', '_' or '-' (max 63)")
-        return name
 
     @field_validator("window")
     @classmethod
