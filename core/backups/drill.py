@@ -16,15 +16,14 @@ from typing import Any
 from psycopg import sql
 from sqlalchemy import select
 
+from core.backups import jobs as job
 from core.backups.pitr import (
+    HEARTBEAT_S,
     STAMP,
     LocalCluster,
     SessionFactory,
-    beat,
-    claim_run,
-    finish,
+    claim_job,
     hand_over,
-    heartbeat,
     program_major,
     skipped_run,
 )
@@ -184,11 +183,12 @@ def run_drill(
     scratch = work_dir / f"drill-{stamp}"
     data_dir = scratch / "data"
     with sessions() as session:
-        run_id = claim_run(
+        claim = claim_job(
             session, RestoreRun, "drill", slot, now(), backup_id=backup_id, target=str(data_dir)
         )
-    if run_id is None:
+    if not claim.owned:
         return skipped_run(sessions, RestoreRun, "drill", slot)
+    run_id = claim.row_id
 
     drill = _Drill()
     started_at, t0 = now(), time.monotonic()
@@ -227,7 +227,7 @@ def run_drill(
                 f"database {info['dbname']}, from PostgreSQL {info['source_version']}, "
                 f"pg_dump {info['pg_dump_version']}, {info['entries']} entries"
             )
-        beat(sessions, RestoreRun, run_id, now())
+        job.beat(sessions, claim, now())
         majors = [m for m in (info["source_major"], info["dump_major"]) if m]
         with drill.step("create a fresh instance (initdb)") as step:
             cluster = LocalCluster.init(
@@ -240,7 +240,7 @@ def run_drill(
         dbname = info["dbname"]
         with drill.step("create the database"), cluster.conn().connect() as db:
             db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-        beat(sessions, RestoreRun, run_id, now())
+        job.beat(sessions, claim, now())
         with drill.step("pg_restore") as step:
             tool = find_tool("pg_restore", cluster.major)
             args: list[str | Path] = [
@@ -251,7 +251,7 @@ def run_drill(
                 str(max(1, jobs)),
             ]
             try:
-                with heartbeat(sessions, RestoreRun, run_id, now):
+                with job.Lease(sessions, claim, now, every=HEARTBEAT_S):
                     run_tool(
                         [*args, "-d", dbname, dump],
                         cluster.conn(dbname),
@@ -263,7 +263,7 @@ def run_drill(
                 step.ok = False
                 step.note = str(exc)
                 drill.failures.append(f"pg_restore reported errors: {exc}")
-        beat(sessions, RestoreRun, run_id, now())
+        job.beat(sessions, claim, now())
         recorded: dict[str, Any] = backup.tables or {}
         probe = max(recorded, key=lambda t: recorded[t].get("rows") or 0, default=None)
         with drill.step("health check") as step:
@@ -342,10 +342,9 @@ def run_drill(
     work_dir.mkdir(parents=True, exist_ok=True)
     report_path = work_dir / f"drill-{stamp}.md"
     report_path.write_text(report)
-    finish(
+    job.finish_with(
         sessions,
-        RestoreRun,
-        run_id,
+        claim,
         state=state,
         backup_id=backup.id if backup else None,
         finished_at=now(),

@@ -30,13 +30,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, cast
 
 import yaml
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from core.backups import jobs as job
 from core.clock import utcnow
-from models.db import affected
 from models.tables import Backup
 
 log = logging.getLogger(__name__)
@@ -181,81 +180,33 @@ def _describe(exc: BaseException) -> str:
 
 def _claim(
     sessions: SessionFactory, kind: str, slot: datetime, at: datetime, details: dict[str, Any]
-) -> tuple[int | None, str | None]:
-    """Insert the slot's row, or take over a failed one or one whose worker died.
-    Returns (row id, None) when this run owns the slot, else (None, the row's state)."""
+) -> job.Claim:
+    """Insert the slot's row, or take over a failed one or one whose worker died. Fenced by
+    a claim token, so a worker that lost its row to a take-over cannot write over it."""
     with sessions() as session:
-        row_id = session.scalar(
-            insert(Backup)
-            .values(
-                kind=kind,
-                slot=slot,
-                state="running",
-                started_at=at,
-                heartbeat_at=at,
-                encrypted=False,
-                tables={},
-                details=details,
-                verify_state="unverified",
-            )
-            .on_conflict_do_nothing(constraint="uq_backups_kind_slot")
-            .returning(Backup.id)
-        )
-        if row_id is not None:
-            return row_id, None
-        row = session.execute(
-            select(Backup.id, Backup.state, Backup.heartbeat_at).where(
-                Backup.kind == kind, Backup.slot == slot
-            )
-        ).one()
-        if row.state == "failed" or (row.state == "running" and row.heartbeat_at < at - LEASE):
-            taken = session.execute(
-                update(Backup)
-                .where(
-                    Backup.id == row.id,
-                    Backup.state == row.state,
-                    Backup.heartbeat_at == row.heartbeat_at,
-                )
-                .values(
-                    state="running",
-                    started_at=at,
-                    heartbeat_at=at,
-                    finished_at=None,
-                    error=None,
-                    details=details,
-                )
-            )
-            if affected(taken):
-                return row.id, None
-        return None, row.state
-
-
-def _finish(sessions: SessionFactory, row_id: int, **values: Any) -> None:
-    with sessions() as session:
-        session.execute(
-            update(Backup).where(Backup.id == row_id, Backup.state == "running").values(**values)
-        )
-
-
-def _heartbeat(sessions: SessionFactory, row_id: int, at: datetime) -> None:
-    with sessions() as session:
-        session.execute(
-            update(Backup)
-            .where(Backup.id == row_id, Backup.state == "running")
-            .values(heartbeat_at=at)
+        return job.claim(
+            session,
+            Backup,
+            kind,
+            slot,
+            at,
+            lease=LEASE,
+            retake_failed=True,
+            fence=True,
+            details=details,
         )
 
 
 def _fail(
-    sessions: SessionFactory, row_id: int, exc: Exception, at: datetime, started: float
+    sessions: SessionFactory, claim: job.Claim, exc: Exception, at: datetime, started: float
 ) -> str:
     if isinstance(exc, SQLAlchemyError):
         raise exc
     error = _describe(exc)
-    log.warning("backup row %s failed: %s", row_id, error)
-    _finish(
+    log.warning("backup row %s failed: %s", claim.row_id, error)
+    job.finish_with(
         sessions,
-        row_id,
+        claim,
         state="failed",
         error=error,
         finished_at=at,
@@ -436,13 +387,13 @@ def backup_files(
     manifest_path = root / "manifests" / f"{stem}.json"
     started_at = now()
     started = time.monotonic()
-    row_id, state = _claim(sessions, kind, slot, started_at, {"name": name, "source": str(source)})
-    if row_id is None:
-        return {"name": name, "slot": slot.isoformat(), "skipped": f"slot already {state}"}
+    claim = _claim(sessions, kind, slot, started_at, {"name": name, "source": str(source)})
+    if not claim.owned:
+        return {"name": name, "slot": slot.isoformat(), "skipped": f"slot already {claim.state}"}
     try:
         with _store_lock(root, exclusive=False):
             scan, encrypted = _scan_and_store(
-                sessions, row_id, kind, slot, source, objects, passphrase, now
+                sessions, claim, kind, slot, source, objects, passphrase, now
             )
             manifest = {
                 "format": MANIFEST_FORMAT,
@@ -458,7 +409,7 @@ def backup_files(
             raw = json.dumps(manifest, indent=1, sort_keys=True).encode()
             write_atomic(manifest_path, raw)
     except Exception as exc:
-        error = _fail(sessions, row_id, exc, now(), started)
+        error = _fail(sessions, claim, exc, now(), started)
         return {"name": name, "slot": slot.isoformat(), "state": "failed", "error": error}
     manifest_sha = hashlib.sha256(raw).hexdigest()
     details = {
@@ -480,9 +431,9 @@ def backup_files(
     }
     total = sum(e["size"] for e in scan.files)
     duration = time.monotonic() - started
-    _finish(
+    job.finish_with(
         sessions,
-        row_id,
+        claim,
         state="succeeded",
         finished_at=now(),
         snapshot_at=started_at,
@@ -494,12 +445,12 @@ def backup_files(
         details=details,
     )
     summary = {k: v for k, v in details.items() if k not in ("skipped", "errors", "source")}
-    return {"slot": slot.isoformat(), "state": "succeeded", "backup_id": row_id, **summary}
+    return {"slot": slot.isoformat(), "state": "succeeded", "backup_id": claim.row_id, **summary}
 
 
 def _scan_and_store(
     sessions: SessionFactory,
-    row_id: int,
+    claim: job.Claim,
     kind: str,
     slot: datetime,
     source: Path,
@@ -517,8 +468,10 @@ def _scan_and_store(
     known: set[str] = set()
     all_encrypted = passphrase is not None
     for rel, st in _walk(source, scan):
+        # Beats come from the scan itself, not a `job.Lease` thread: a scan stuck on one
+        # file (a hung mount) stops beating, and its row is taken over after LEASE.
         if time.monotonic() - last_beat > HEARTBEAT_EVERY_S:
-            _heartbeat(sessions, row_id, now())
+            job.beat(sessions, claim, now())
             last_beat = time.monotonic()
         path = source / rel
         prior = previous.get(rel)
@@ -895,9 +848,9 @@ def backup_config_files(
     out_dir = store / "config" / stem
     started_at = now()
     started = time.monotonic()
-    row_id, state = _claim(sessions, "config", slot, started_at, {"paths": [str(p) for p in paths]})
-    if row_id is None:
-        return {"slot": slot.isoformat(), "skipped": f"slot already {state}"}
+    claim = _claim(sessions, "config", slot, started_at, {"paths": [str(p) for p in paths]})
+    if not claim.owned:
+        return {"slot": slot.isoformat(), "skipped": f"slot already {claim.state}"}
     entries: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
     try:
@@ -945,7 +898,7 @@ def backup_config_files(
         if paths and not entries:
             raise OSError(f"none of the {len(paths)} config files could be read")
     except Exception as exc:
-        error = _fail(sessions, row_id, exc, now(), started)
+        error = _fail(sessions, claim, exc, now(), started)
         return {"slot": slot.isoformat(), "state": "failed", "error": error}
     details = {
         "files": len(entries),
@@ -955,9 +908,9 @@ def backup_config_files(
         "error_count": len(errors),
         "errors": errors[:MAX_LISTED],
     }
-    _finish(
+    job.finish_with(
         sessions,
-        row_id,
+        claim,
         state="succeeded",
         finished_at=now(),
         snapshot_at=started_at,
@@ -971,7 +924,7 @@ def backup_config_files(
     return {
         "slot": slot.isoformat(),
         "state": "succeeded",
-        "backup_id": row_id,
+        "backup_id": claim.row_id,
         "files": len(entries),
         "redactions": details["redactions"],
         "error_count": len(errors),

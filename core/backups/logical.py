@@ -9,9 +9,7 @@ import os
 import secrets
 import subprocess
 import tempfile
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
@@ -22,14 +20,13 @@ from typing import IO, Any, BinaryIO, cast
 import psycopg
 from psycopg import sql
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from core.backups import jobs as job
 from core.backups.crypto import CorruptBackup, decrypt_stream, encrypt_file
 from core.backups.tools import Conn, ToolError, find_tool, server_major
 from core.clock import utcnow
 from models.config import BackupsConfig
-from models.db import affected
 from models.tables import Backup, RestoreRun
 
 log = logging.getLogger(__name__)
@@ -141,149 +138,6 @@ def compare_tables(
         found = table_stats(db, ident, "checksum" in expected)
         result[name] = {"expected": expected, "found": found, "ok": found == expected}
     return result
-
-
-# --- claiming a (kind, slot) row with a heartbeat lease ---------------------------------
-
-
-@dataclass(frozen=True)
-class _Claim:
-    row_id: int | None
-    token: str
-    skipped: str | None = None
-    state: str | None = None
-    previous_target: str | None = None
-
-
-def _claim(
-    session: Session,
-    model: Any,  # Backup or RestoreRun
-    kind: str,
-    slot: datetime,
-    at: datetime,
-    retake_failed: bool,
-) -> _Claim:
-    """INSERT ... ON CONFLICT DO NOTHING; else take over a row whose worker died (stale
-    heartbeat) or, if allowed, a failed one; else report why we skip. Concurrent callers
-    serialize on the unique index and the row lock, so only one of them gets the row."""
-    token = uuid.uuid4().hex
-    row_id = session.execute(
-        pg_insert(model)
-        .values(
-            kind=kind,
-            slot=slot,
-            state="running",
-            started_at=at,
-            heartbeat_at=at,
-            details={"claim": token},
-        )
-        .on_conflict_do_nothing(index_elements=["kind", "slot"])
-        .returning(model.id)
-    ).scalar_one_or_none()
-    if row_id is not None:
-        return _Claim(row_id, token)
-    existing = session.execute(
-        select(model).where(model.kind == kind, model.slot == slot).with_for_update()
-    ).scalar_one()
-    stale = existing.state == "running" and existing.heartbeat_at < at - LEASE
-    if not (stale or (retake_failed and existing.state == "failed")):
-        why = "running elsewhere" if existing.state == "running" else f"already {existing.state}"
-        return _Claim(existing.id, token, skipped=why, state=existing.state)
-    previous = existing.state
-    previous_target = getattr(existing, "target", None)
-    values: dict[str, Any] = {
-        "state": "running",
-        "started_at": at,
-        "heartbeat_at": at,
-        "finished_at": None,
-        "error": None,
-        "details": {"claim": token, "took_over": previous},
-    }
-    if model is Backup:
-        values.update(
-            path=None,
-            size_bytes=None,
-            sha256=None,
-            duration_s=None,
-            snapshot_at=None,
-            tables={},
-            verify_state="unverified",
-            verified_at=None,
-            verify_error=None,
-        )
-    session.execute(update(model).where(model.id == existing.id).values(**values))
-    log.warning("%s %s/%s: took over a %s row", model.__tablename__, kind, slot, previous)
-    return _Claim(existing.id, token, previous_target=previous_target)
-
-
-class _Lease:
-    """Keeps the claimed row's heartbeat fresh from a thread, one short transaction each
-    time; `lost` turns true if another worker took the row over."""
-
-    def __init__(
-        self,
-        sessions: SessionFactory,
-        model: Any,  # Backup or RestoreRun
-        claim: _Claim,
-        now: Callable[[], datetime],
-        every: float | None = None,
-    ):
-        self._sessions, self._model, self._claim, self._now = sessions, model, claim, now
-        self._every = every or HEARTBEAT_EVERY_S
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="backup-heartbeat", daemon=True)
-        self.lost = False
-
-    def __enter__(self) -> _Lease:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        model = self._model
-        while not self._stop.wait(self._every):
-            try:
-                with self._sessions() as session:
-                    touched = affected(
-                        session.execute(
-                            update(model)
-                            .where(
-                                model.id == self._claim.row_id,
-                                model.state == "running",
-                                model.details["claim"].astext == self._claim.token,
-                            )
-                            .values(heartbeat_at=self._now())
-                        )
-                    )
-            except Exception:  # eventops' DB blinked: try again next beat
-                log.exception("heartbeat of %s %s failed", model.__tablename__, self._claim.row_id)
-                continue
-            if not touched:
-                self.lost = True
-                return
-
-
-def _finish(session: Session, model: Any, claim: _Claim, **values: Any) -> bool:
-    """Record the outcome if we still hold the row (a conditional update)."""
-    row = session.execute(
-        select(model)
-        .where(
-            model.id == claim.row_id,
-            model.state == "running",
-            model.details["claim"].astext == claim.token,
-        )
-        .with_for_update()
-    ).scalar_one_or_none()
-    if row is None:
-        return False
-    details = dict(row.details or {})
-    details.update(values.pop("details", {}))
-    values["details"] = details
-    session.execute(update(model).where(model.id == row.id).values(**values))
-    return True
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -414,7 +268,7 @@ def run_logical_backup(
     dump is recorded (state failed, error) and returned as {"failed": ...}."""
     slot = _slot_utc(slot)
     with sessions() as session:
-        claim = _claim(session, Backup, kind, slot, now(), retake_failed=True)
+        claim = job.claim(session, Backup, kind, slot, now(), lease=LEASE, retake_failed=True)
     if claim.skipped:
         return {"skipped": claim.skipped, "backup_id": claim.row_id, "state": claim.state}
 
@@ -430,7 +284,7 @@ def run_logical_backup(
     try:
         if encrypt and not passphrase:
             raise BackupError(f"backups.encrypt is on but {NO_KEY}")
-        with _Lease(sessions, Backup, claim, now) as lease:
+        with job.Lease(sessions, claim, now, every=HEARTBEAT_EVERY_S) as lease:
             # pg_dump creates the file itself; pre-create it 0600 so the dump is never
             # readable by others, not even for a moment.
             os.close(os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
@@ -456,9 +310,8 @@ def run_logical_backup(
             if not _finish_rename(session, claim, result_file, final):
                 _unlink(plain, sealed)
                 return {"skipped": "lease lost to another worker", "backup_id": claim.row_id}
-            _finish(
+            job.finish(
                 session,
-                Backup,
                 claim,
                 state="succeeded",
                 finished_at=now(),
@@ -481,9 +334,8 @@ def run_logical_backup(
         error = _error_text(exc, conn)
         log.warning("backup %s %s failed: %s", kind, slot.isoformat(), error)
         with sessions() as session:
-            _finish(
+            job.finish(
                 session,
-                Backup,
                 claim,
                 state="failed",
                 finished_at=now(),
@@ -504,17 +356,8 @@ def run_logical_backup(
     }
 
 
-def _finish_rename(session: Session, claim: _Claim, source: Path, final: Path) -> bool:
-    owned = session.execute(
-        select(Backup.id)
-        .where(
-            Backup.id == claim.row_id,
-            Backup.state == "running",
-            Backup.details["claim"].astext == claim.token,
-        )
-        .with_for_update()
-    ).scalar_one_or_none()
-    if owned is None:
+def _finish_rename(session: Session, claim: job.Claim, source: Path, final: Path) -> bool:
+    if not job.owns(session, claim):
         return False
     os.replace(source, final)
     _fsync(final.parent)
@@ -731,7 +574,8 @@ def restore_test(
     At most one run per slot; a finished run (passed or failed) is never run again."""
     slot = _slot_utc(slot)
     with sessions() as session:
-        claim = _claim(session, RestoreRun, RESTORE_TEST, slot, now(), retake_failed=False)
+        # No retake_failed: a failed restore test stays failed (it is the finding).
+        claim = job.claim(session, RestoreRun, RESTORE_TEST, slot, now(), lease=LEASE)
     if claim.skipped:
         return {"skipped": claim.skipped, "run_id": claim.row_id, "state": claim.state}
     if claim.previous_target and claim.previous_target.startswith("eventops_restore_"):
@@ -748,7 +592,7 @@ def restore_test(
     decrypted: Path | None = None
     started = time.monotonic()
     try:
-        with _Lease(sessions, RestoreRun, claim, now):
+        with job.Lease(sessions, claim, now, every=HEARTBEAT_EVERY_S):
             with sessions() as session:
                 row = _pick_backup(session, backup_id)
                 if row is None:
@@ -827,9 +671,8 @@ def restore_test(
         }
     state = "failed" if error else "passed"
     with sessions() as session:
-        _finish(
+        job.finish(
             session,
-            RestoreRun,
             claim,
             state=state,
             finished_at=now(),

@@ -29,7 +29,6 @@ needs. As root, the servers run as the unprivileged `embedded_postgres` user (th
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -41,7 +40,6 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -49,10 +47,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.backups import jobs as job
 from core.backups.tools import Conn, ToolError, find_tool
 from core.clock import utcnow
 from models.tables import Backup, RestoreRun
@@ -561,32 +559,23 @@ def newest_wal(wal_dir: Path) -> tuple[str, datetime] | None:
 Row = TypeVar("Row", Backup, RestoreRun)
 
 
+def claim_job(
+    session: Session, table: type[Row], kind: str, slot: datetime, now: datetime, **values: Any
+) -> job.Claim:
+    """Claim the (kind, slot) run of a base backup, restore or drill: insert its row, or
+    take over a `running` row whose holder stopped heart-beating for LEASE (a worker
+    killed mid-backup). Not owned when someone else has it or it already finished (a
+    failed run is never retaken): a duplicate tick or a redelivery does nothing. Held by
+    state alone (see `core.backups.jobs`): the row's details are the run's own."""
+    return job.claim(session, table, kind, slot, now, lease=LEASE, fence=True, columns=values)
+
+
 def claim_run(
     session: Session, table: type[Row], kind: str, slot: datetime, now: datetime, **values: Any
 ) -> int | None:
-    """Claim the (kind, slot) run: insert its row, or take over a `running` row whose
-    holder stopped heart-beating for LEASE (a worker killed mid-backup). None when someone
-    else has it or it already finished: a duplicate tick or a redelivery does nothing."""
-    inserted = session.execute(
-        pg_insert(table)
-        .values(kind=kind, slot=slot, state="running", started_at=now, heartbeat_at=now, **values)
-        .on_conflict_do_nothing(index_elements=["kind", "slot"])
-        .returning(table.id)
-    ).scalar_one_or_none()
-    if inserted is not None:
-        return int(inserted)
-    taken = session.execute(
-        update(table)
-        .where(
-            table.kind == kind,
-            table.slot == slot,
-            table.state == "running",
-            table.heartbeat_at < now - LEASE,
-        )
-        .values(started_at=now, heartbeat_at=now)
-        .returning(table.id)
-    ).scalar_one_or_none()
-    return None if taken is None else int(taken)
+    """`claim_job`, as the row id when this run owns it; None otherwise."""
+    claim = claim_job(session, table, kind, slot, now, **values)
+    return claim.row_id if claim.owned else None
 
 
 def skipped_run(
@@ -603,46 +592,6 @@ def skipped_run(
         "id": row.id if row else None,
         "state": row.state if row else None,
     }
-
-
-def beat(sessions: SessionFactory, table: type[Row], run_id: int, now: datetime) -> None:
-    with sessions() as session:
-        session.execute(
-            update(table)
-            .where(table.id == run_id, table.state == "running")
-            .values(heartbeat_at=now)
-        )
-
-
-@contextlib.contextmanager
-def heartbeat(
-    sessions: SessionFactory, table: type[Row], run_id: int, now: Callable[[], datetime]
-) -> Iterator[None]:
-    """Refresh the run's lease every HEARTBEAT_S while the block runs (a restore or a
-    pg_restore is one long blocking call)."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(HEARTBEAT_S):
-            with contextlib.suppress(Exception):  # a missed beat is retried next time
-                beat(sessions, table, run_id, now())
-
-    thread = threading.Thread(target=loop, name=f"heartbeat-{table.__tablename__}-{run_id}")
-    thread.daemon = True
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def finish(sessions: SessionFactory, table: type[Row], run_id: int, **values: Any) -> None:
-    """Close a run that is still ours to close (state 'running')."""
-    with sessions() as session:
-        session.execute(
-            update(table).where(table.id == run_id, table.state == "running").values(**values)
-        )
 
 
 def file_sha256(path: Path) -> str:
@@ -675,9 +624,10 @@ def run_base_backup(
     of an I/O burst; without it the backup waits for a spread checkpoint (minutes).
     """
     with sessions() as session:
-        run_id = claim_run(session, Backup, "base", slot, now())
-    if run_id is None:
+        claim = claim_job(session, Backup, "base", slot, now())
+    if not claim.owned:
         return skipped_run(sessions, Backup, "base", slot)
+    run_id = claim.row_id
     target = directory.resolve() / "base" / f"base-{slot.astimezone(UTC):{STAMP}}"
     started = time.monotonic()
     try:
@@ -692,7 +642,7 @@ def run_base_backup(
         args: list[str | Path] = [tool, "-D", target, "-Ft", "-z", "-X", "stream"]
         args += ["-c", "fast" if fast_checkpoint else "spread", "--no-password"]
         args += ["-l", f"eventops base {slot.astimezone(UTC):{STAMP}}"]
-        with heartbeat(sessions, Backup, run_id, now):
+        with job.Lease(sessions, claim, now, every=HEARTBEAT_S):
             _run(args, env=conn.env(), timeout=timeout)
         with conn.connect() as db:
             row = db.execute("SELECT now()").fetchone()
@@ -717,10 +667,9 @@ def run_base_backup(
             details["timeline"] = ranges[-1].get("Timeline")
         tars = {n: f for n, f in files.items() if ".tar" in n}
         duration = time.monotonic() - started
-        finish(
+        job.finish_with(
             sessions,
-            Backup,
-            run_id,
+            claim,
             state="succeeded",
             finished_at=now(),
             heartbeat_at=now(),
@@ -741,10 +690,9 @@ def run_base_backup(
             "duration_s": round(duration, 3),
         }
     except Exception as exc:  # a failed backup is a row, not a lost exception
-        finish(
+        job.finish_with(
             sessions,
-            Backup,
-            run_id,
+            claim,
             state="failed",
             finished_at=now(),
             duration_s=time.monotonic() - started,
@@ -925,7 +873,7 @@ def point_in_time_restore(
     """
     target_dir = target_dir.resolve()
     with sessions() as session:
-        run_id = claim_run(
+        claim = claim_job(
             session,
             RestoreRun,
             "pitr",
@@ -934,8 +882,9 @@ def point_in_time_restore(
             backup_id=base_backup_id,
             target=str(target_dir),
         )
-    if run_id is None:
+    if not claim.owned:
         return skipped_run(sessions, RestoreRun, "pitr", slot)
+    run_id = claim.row_id
     started = time.monotonic()
     summary: dict[str, Any] = {
         "id": run_id,
@@ -964,7 +913,7 @@ def point_in_time_restore(
                 else f"no base backup finished before {summary['target_time'] or 'now'}"
             )
         summary["backup_id"] = base.id
-        with heartbeat(sessions, RestoreRun, run_id, now):
+        with job.Lease(sessions, claim, now, every=HEARTBEAT_S):
             cluster = restore_to_time(
                 Path(base.path),
                 wal_dir,
@@ -997,10 +946,9 @@ def point_in_time_restore(
             running=keep_running,
             port=cluster.port if keep_running else None,
         )
-        finish(
+        job.finish_with(
             sessions,
-            RestoreRun,
-            run_id,
+            claim,
             state="passed",
             backup_id=base.id,
             finished_at=now(),
@@ -1017,10 +965,9 @@ def point_in_time_restore(
         )
         return summary
     except Exception as exc:  # recorded: the operator reads the reason in the row
-        finish(
+        job.finish_with(
             sessions,
-            RestoreRun,
-            run_id,
+            claim,
             state="failed",
             finished_at=now(),
             rto_s=None,
@@ -1035,6 +982,7 @@ __all__ = [
     "PitrError",
     "WalReceiver",
     "archiving_settings",
+    "claim_job",
     "claim_run",
     "hand_over",
     "newest_wal",
