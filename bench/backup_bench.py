@@ -1,6 +1,6 @@
 """Backup benchmark: dump, verification and restore of a platform database of at least 1 GB.
 
-    .venv/bin/python -m bench.backup_bench [--scale 600] [--keep]
+    .venv/bin/python -m bench.backup_bench [--gb 1.1] [--scale 2]
 
 Uses the Postgres named by EVENTOPS_BENCH_DATABASE_URL (a server URL; a scratch database is
 created on it and dropped at the end), else 127.0.0.1:5432 as user postgres. Generates the
@@ -49,9 +49,38 @@ def scratch_database(server_url: str, name: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def grow_request_log(source: Conn, target_bytes: int, batch: int = 2_000_000) -> None:
+    """Pad the database to size with API request log rows, the platform's biggest table in
+    production: set-based inserts, a few seconds per batch."""
+    with source.connect() as conn:
+        while platform_db.size_bytes(source) < target_bytes:
+            conn.execute(
+                """
+                INSERT INTO api_requests (at, method, path, status, duration_ms, ip, user_agent,
+                                          bytes)
+                SELECT now() - (g %% 2592000) * interval '1 second',
+                       (ARRAY['GET', 'GET', 'GET', 'POST'])[1 + g %% 4],
+                       '/api/vendors/' || (g %% 5000) || '/availability',
+                       CASE WHEN g %% 97 = 0 THEN 500 ELSE 200 END,
+                       10 + g %% 900,
+                       ('10.' || (g %% 200) || '.' || (g %% 250) || '.' || (g %% 251))::inet,
+                       'Mozilla/5.0 (bench ' || (g %% 31) || ')',
+                       500 + g %% 20000
+                FROM generate_series(1, %s) AS g
+                """,
+                (batch,),
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=600.0, help="demo data scale (600 ≈ 1 GB)")
+    parser.add_argument("--scale", type=float, default=2.0, help="demo data scale")
+    parser.add_argument(
+        "--gb",
+        type=float,
+        default=1.1,
+        help="grow the API request log until the database is this big",
+    )
     args = parser.parse_args(argv)
     server = os.environ.get(
         "EVENTOPS_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -70,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             platform_db.apply_schema(source)
             started = time.monotonic()
             counts = platform_db.generate(source, scale=args.scale)
+            grow_request_log(source, int(args.gb * 1e9))
             figures["generate_s"] = time.monotonic() - started
             figures["database_bytes"] = platform_db.size_bytes(source)
             figures["rows"] = sum(counts.values())

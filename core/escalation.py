@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Row, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -128,11 +129,11 @@ def fire_due_escalations(
 
 
 def _route(
-    session: Session, row: object, incident: Incident, config: EventopsConfig, now: datetime
+    session: Session, row: Row[Any], incident: Incident, config: EventopsConfig, now: datetime
 ) -> list[str]:
     """The channels a fired step goes to, or [] after recording why it goes nowhere."""
-    kind: str = row.kind  # type: ignore[attr-defined]
-    step: int = row.step  # type: ignore[attr-defined]
+    kind: str = row.kind
+    step: int = row.step
     policy = policy_for(incident, config)
     if kind == "digest":
         return list(policy.channels)
@@ -171,7 +172,7 @@ def _route(
     if until is not None:
         session.execute(
             update(Escalation)
-            .where(Escalation.id == row.id)  # type: ignore[attr-defined]
+            .where(Escalation.id == row.id)
             .values(state="pending", due_at=until, fired_at=None)
         )
         add_event(

@@ -687,11 +687,13 @@ class _Plan:
             "greatest(x.event_created, v.created_at)", "x.until", "x.g", "booking.created"
         )
         # How many vendors had signed up by the start of each (UTC) day: a booking made by a
-        # given time picks among them, so nobody books a vendor before it exists.
+        # given time picks among them, so nobody books a vendor before it exists. OFFSET 0
+        # counts once per day; without it the planner inlines the count into every row.
         known = f"""
             SELECT d AS day, (SELECT count(*) FROM vendors WHERE created_at < d) AS n
             FROM generate_series(date_trunc('day', {self.lo}, 'UTC'),
                                  date_trunc('day', {self.hi}, 'UTC'), interval '1 day') AS d
+            OFFSET 0
         """
         return f"""
         INSERT INTO bookings (id, event_id, vendor_id, status, amount_cents, currency, created_at)

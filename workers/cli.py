@@ -651,5 +651,94 @@ def backups_drill() -> None:
     )
 
 
+@main.command()
+@config_errors_exit_2
+def shell() -> None:
+    """A Python prompt (IPython if installed) with the app, tasks, models, a session and a
+    small API: probe_now("stripe"), incidents.open(), run_backup(); prints a cheat sheet."""
+    from workers.shell import start_shell
+
+    start_shell()
+
+
+@main.group()
+def tasks() -> None:
+    """List eventops' Celery tasks and trigger any of them by name."""
+
+
+@tasks.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@config_errors_exit_2
+def tasks_list(as_json: bool) -> None:
+    """Every registered eventops task with the queue it is routed to."""
+    from workers.shell import registered_tasks
+
+    routes = registered_tasks()
+    if as_json:
+        click.echo(json.dumps([{"name": n, "queue": q} for n, q in routes.items()], indent=2))
+        return
+    width = max((len(name) for name in routes), default=0)
+    for name, queue in routes.items():
+        click.echo(f"{name:<{width}}  {queue}")
+
+
+def _json_option(value: str | None, option: str, kind: type) -> Any:
+    if value is None:
+        return kind()
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise click.BadParameter(f"not valid JSON ({error})", param_hint=option) from None
+    if not isinstance(parsed, kind):
+        example = "'[\"daily\"]'" if kind is list else '\'{"kind": "daily"}\''
+        shape = "array" if kind is list else "object"
+        raise click.BadParameter(
+            f"must be a JSON {shape}, e.g. {option} {example}", param_hint=option
+        )
+    return parsed
+
+
+@tasks.command("run")
+@click.argument("name")
+@click.option("--args", "args_json", default=None, help="Positional arguments, a JSON array.")
+@click.option("--kwargs", "kwargs_json", default=None, help="Keyword arguments, a JSON object.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Wait this long for the result and print it as JSON; exit 1 on failure or timeout.",
+)
+@config_errors_exit_2
+def tasks_run(
+    name: str, args_json: str | None, kwargs_json: str | None, wait: float | None
+) -> None:
+    """Send task NAME (e.g. escalations.sweep) to its queue, optionally waiting for its result."""
+    from kombu.exceptions import OperationalError
+
+    from workers.shell import UnknownTask, send
+
+    args = _json_option(args_json, "--args", list)
+    kwargs = _json_option(kwargs_json, "--kwargs", dict)
+    try:
+        sent = send(name, args, kwargs, keep_result=wait is not None)
+    except UnknownTask as error:
+        raise click.BadParameter(str(error), param_hint="NAME") from None
+    except OperationalError as error:
+        raise click.ClickException(f"cannot reach the broker: {error}") from None
+    if wait is None:
+        click.echo(f"sent {name} to queue {sent.queue} (task id {sent.id})")
+        return
+    try:
+        result = sent.get(wait)
+    except TimeoutError as error:
+        click.echo(f"eventops: {error}", err=True)
+        sys.exit(1)
+    except Exception as error:  # the task's own exception, re-raised by the result backend
+        click.echo(f"eventops: {name} failed: {type(error).__name__}: {error}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(result, indent=2, default=str))
+
+
 if __name__ == "__main__":
     main()

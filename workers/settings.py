@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from models.config import ConfigError, EventopsConfig, field_path, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _package_version() -> str | None:
+    try:
+        return version("eventops")
+    except PackageNotFoundError:
+        return None
 
 
 class Settings(BaseSettings):
@@ -48,6 +56,16 @@ class Settings(BaseSettings):
     )
     flower_user: str = "admin"
     flower_password: SecretStr = SecretStr("eventops")
+    sentry_dsn: SecretStr | None = Field(
+        default=None, description="Sentry DSN; unset means Sentry is off and nothing is sent."
+    )
+    environment: str = Field(
+        default="development", description="Sentry's environment (production, staging, ...)."
+    )
+    release: str | None = Field(
+        default_factory=_package_version,
+        description="Sentry's release; defaults to the installed package version.",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import beat_init, celeryd_init, worker_process_init, worker_process_shutdown
 
 from models import db
 from workers import runtime
+from workers.observability import init_sentry_from_environment
+
+
+@celeryd_init.connect
+def _sentry_in_worker(**_: Any) -> None:
+    init_sentry_from_environment("worker")
+
+
+@beat_init.connect
+def _sentry_in_beat(**_: Any) -> None:
+    init_sentry_from_environment("beat")
 
 
 @worker_process_init.connect
@@ -16,6 +27,9 @@ def _fresh_resources_in_child(**_: Any) -> None:
     # processes corrupts the protocol stream.
     db.dispose_after_fork()
     runtime.reset()
+    # A fresh Sentry client per child: nothing queued or locked by the parent's sending
+    # thread at fork time is inherited.
+    init_sentry_from_environment("worker")
 
 
 @worker_process_shutdown.connect
