@@ -102,9 +102,13 @@ def main(argv: list[str] | None = None) -> int:
             grow_request_log(source, int(args.gb * 1e9))
             figures["generate_s"] = time.monotonic() - started
             figures["database_bytes"] = platform_db.size_bytes(source)
-            figures["rows"] = sum(counts.values())
             with source.connect() as conn:
                 conn.execute("VACUUM ANALYZE")
+                row = conn.execute(
+                    "SELECT sum(reltuples)::bigint FROM pg_class"
+                    " WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
+                ).fetchone()
+            figures["rows"] = int(row[0]) if row else sum(counts.values())
             config = BackupsConfig(
                 key_tables=["public.users", "public.vendors", "public.bookings", "public.payments"]
             )
