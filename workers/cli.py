@@ -50,6 +50,11 @@ def main(ctx: click.Context) -> None:
         from workers.standalone import load_standalone_env
 
         load_standalone_env(Path(os.environ.get("EVENTOPS_VAR_DIR", ROOT / "var")))
+    if ctx.invoked_subcommand not in ("worker", "beat", "flower", "run"):
+        # Those processes start Sentry from their own signals; a bad DSN never stops a command.
+        from workers.observability import init_sentry_from_environment
+
+        init_sentry_from_environment("cli")
 
 
 @main.command()
