@@ -427,10 +427,14 @@ def init_sentry(settings: Settings, *, process: str, config: EventopsConfig | No
 
 def init_sentry_from_environment(process: str) -> bool:
     """The Celery signal hooks' entry: settings and config as the process reads them."""
-    try:
-        from workers.settings import get_config, get_settings
+    from models.config import ConfigError
+    from workers.settings import get_config, get_settings
 
+    try:
         settings = get_settings()
+    except ConfigError:
+        return False  # the command reports bad settings itself, one line per problem
+    try:
         try:
             config: EventopsConfig | None = get_config()
         except Exception:
