@@ -1,6 +1,6 @@
 """Backup benchmark: dump, verification and restore of a platform database of at least 1 GB.
 
-    .venv/bin/python -m bench.backup_bench [--gb 1.1] [--scale 2]
+    .venv/bin/python -m bench.backup_bench [--scale 100] [--gb 1.1]
 
 Uses the Postgres named by EVENTOPS_BENCH_DATABASE_URL (a server URL; a scratch database is
 created on it and dropped at the end), else 127.0.0.1:5432 as user postgres. Generates the
@@ -74,7 +74,9 @@ def grow_request_log(source: Conn, target_bytes: int, batch: int = 2_000_000) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=2.0, help="demo data scale")
+    parser.add_argument(
+        "--scale", type=float, default=100.0, help="demo data scale (100: about 1.2 GB)"
+    )
     parser.add_argument(
         "--gb",
         type=float,
