@@ -17,7 +17,9 @@ from models.tables import Check, Outcome
 
 # How long past its timeout a dispatched slot may stay without an outcome before it is
 # sent again: long enough to sit in a busy queue, short enough that a flushed Redis or a
-# killed worker costs at most about one interval.
+# lost dispatch costs about a minute (timeout + this), at most one interval for the
+# seed's checks (every 2 minutes or less often). A killed worker needs no lease: acks_late
+# and reject_on_worker_lost give its batch back within seconds.
 LEASE_GRACE = timedelta(seconds=60)
 # A slot sent this many times without an outcome is recorded as missed, not retried forever.
 MAX_DISPATCH_ATTEMPTS = 3

@@ -221,6 +221,9 @@ class DemoPlatform:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The default listen backlog of 5 delays a burst of probes' connections by a second,
+    # enough to turn healthy checks with short timeouts into false timeouts.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], platform: DemoPlatform) -> None:
         self.platform = platform
