@@ -49,15 +49,20 @@ class BackupsNotConfigured(RuntimeError):
     pass
 
 
-def _setup() -> tuple[BackupsConfig, Conn, Path, str | None]:
+def _store_and_key() -> tuple[Path, str | None]:
+    """The backups directory (created) and the encryption passphrase, if any."""
     settings = get_settings()
-    config = get_config().backups
-    if settings.platform_database_url is None:
-        raise BackupsNotConfigured("EVENTOPS_PLATFORM_DATABASE_URL is not set")
-    directory = config.directory or settings.var_dir / "backups"
+    directory = get_config().backups.directory or settings.var_dir / "backups"
     directory.mkdir(parents=True, exist_ok=True)
-    key = settings.backup_key.get_secret_value() if settings.backup_key else None
-    return config, Conn.from_url(settings.platform_database_url.get_secret_value()), directory, key
+    return directory, settings.backup_key.get_secret_value() if settings.backup_key else None
+
+
+def _setup() -> tuple[BackupsConfig, Conn, Path, str | None]:
+    url = get_settings().platform_database_url
+    if url is None:
+        raise BackupsNotConfigured("EVENTOPS_PLATFORM_DATABASE_URL is not set")
+    directory, key = _store_and_key()
+    return get_config().backups, Conn.from_url(url.get_secret_value()), directory, key
 
 
 def _skip_unless_configured() -> dict[str, Any] | None:
@@ -142,16 +147,14 @@ def files() -> dict[str, Any]:
         return {"skipped": "backups are disabled in the config"}
     from core.backups.files import backup_config_files, backup_files
 
-    settings = get_settings()
     config = get_config().backups
-    store = config.directory or settings.var_dir / "backups"
-    key = settings.backup_key.get_secret_value() if settings.backup_key else None
+    store, key = _store_and_key()
     slot = slot_for("day", utcnow())
     results = {
         spec.name: backup_files(session_scope, spec.name, spec.directory, store, slot, key)
         for spec in config.files
     }
-    paths = config.config_files or [settings.config_file]
+    paths = config.config_files or [get_settings().config_file]
     results["config"] = backup_config_files(session_scope, paths, store, slot, key)
     return results
 

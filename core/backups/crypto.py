@@ -152,3 +152,17 @@ def decrypt_stream(src: Path, out: BinaryIO, passphrase: str) -> None:
             if last:
                 return
             block, counter = following, counter + 1
+
+
+def decrypt_to_file(src: Path, directory: Path, passphrase: str) -> Path:
+    """Decrypt into a new private (0600) file in `directory`, for programs that need a seekable
+    archive (parallel pg_restore). The caller deletes it; on failure nothing is left behind."""
+    plain = directory / f".restore-{secrets.token_hex(6)}.dump"
+    fd = os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            decrypt_stream(src, out, passphrase)
+    except BaseException:
+        plain.unlink(missing_ok=True)
+        raise
+    return plain

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.backups import jobs as job
-from core.backups.crypto import CorruptBackup, decrypt_stream, encrypt_file
+from core.backups.crypto import CorruptBackup, decrypt_stream, decrypt_to_file, encrypt_file
 from core.backups.tools import Conn, ToolError, find_tool, server_major
 from core.clock import utcnow
 from models.config import BackupsConfig
@@ -618,10 +618,7 @@ def restore_test(
             if backup.encrypted:
                 if not passphrase:
                     raise BackupError(NO_KEY)
-                decrypted = archive.parent / f".restore-{secrets.token_hex(6)}.dump"
-                fd = os.open(decrypted, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as plain_out:
-                    decrypt_stream(archive, plain_out, passphrase)
+                decrypted = decrypt_to_file(archive, archive.parent, passphrase)
                 archive = decrypted
             major = max(server_major(conn), backup.pg_major or 0)
             pg_restore = _pg_restore(major)

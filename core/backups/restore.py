@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,12 +30,13 @@ def plain_archive(backup: Backup, passphrase: str | None) -> Iterator[Path]:
         return
     if passphrase is None:
         raise RestoreRefused(f"backup #{backup.id} is encrypted and EVENTOPS_BACKUP_KEY is not set")
-    from core.backups.crypto import decrypt_stream
+    from core.backups.crypto import decrypt_to_file
 
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".dump") as plain:
-        decrypt_stream(path, plain, passphrase)  # type: ignore[arg-type]
-        plain.flush()
-        yield Path(plain.name)
+    plain = decrypt_to_file(path, path.parent, passphrase)
+    try:
+        yield plain
+    finally:
+        plain.unlink(missing_ok=True)
 
 
 def restore_into_database(

@@ -232,3 +232,23 @@ def test_a_suppressed_child_still_resolves_on_its_own(clean_db: str) -> None:
     feed(outcome(ids["supabase"], 0, False))
     [child] = feed(outcome(ids["stripe"], 0, False)).opened
     assert feed(outcome(ids["stripe"], 1, True), minute=1).resolved == [child]
+
+
+def test_outcomes_handed_off_while_postgres_was_down_are_written_later_once(
+    clean_db: str,
+) -> None:
+    """The probe task's fallback when Postgres fails at write time: the outcomes travel as
+    JSON through Redis to `pipeline.record_outcomes`, which writes them and their effects
+    when Postgres is back, and a redelivery of that hand-off changes nothing."""
+    from tasks.pipeline import record_outcomes_later
+
+    check_id = one_check(severity="warning")  # not urgent: no sweeper kick needed here
+    handed_off = [outcome(check_id, 0, False).to_json()]
+    first = record_outcomes_later.run(handed_off)
+    again = record_outcomes_later.run(handed_off)
+    assert (first["written"], len(first["opened"])) == (1, 1)
+    assert (again["written"], again["duplicates"], again["opened"]) == (0, 1, [])
+    assert (count(Outcome), count(Incident)) == (1, 1)
+    with session_scope() as session:
+        stored = session.scalars(select(Outcome)).one()
+    assert (stored.slot, stored.reason, stored.http_status) == (T0, "bad_status", 503)
