@@ -21,6 +21,7 @@ COPY core ./core
 COPY models ./models
 COPY demo ./demo
 COPY migrations ./migrations
+COPY web ./web
 RUN pip install . && rm -rf /src
 
 # config/ is data, not a package: the installed code would look for it next to

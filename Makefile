@@ -24,7 +24,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy workers tasks core models demo bench beat_schedule.py
+	$(BIN)/mypy workers tasks core models demo bench web beat_schedule.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -7,32 +7,19 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     SmallInteger,
     Text,
     UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: DateTime(timezone=True)}
+from models.base import Base
 
 
 class Check(Base):
@@ -354,3 +341,8 @@ class RestoreRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (UniqueConstraint("kind", "slot", name="uq_restore_runs_kind_slot"),)
+
+
+# Every duty keeps its tables in a module of its own; importing them here puts them all on
+# Base.metadata, which Alembic, the tests' TRUNCATE and create_all read.
+from models import compliance, insight, logs, maintenance, security  # noqa: E402,F401

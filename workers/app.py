@@ -26,8 +26,14 @@ ROUTES = {
     # A few seconds of queries: it must not wait behind an hour-long dump.
     "backups.monitor": {"queue": "pipeline"},
     "backups.*": {"queue": "slow"},
-    "audits.*": {"queue": "slow"},
+    # Seconds-long collectors and heartbeats: never behind a dump or an index rebuild.
+    "selfmon.*": {"queue": "pipeline"},
+    "metrics.*": {"queue": "pipeline"},
+    "security.*": {"queue": "slow"},
+    "compliance.*": {"queue": "slow"},
     "maintenance.*": {"queue": "slow"},
+    "insight.*": {"queue": "slow"},
+    "logs.*": {"queue": "slow"},
     "reports.*": {"queue": "slow"},
 }
 
@@ -73,6 +79,11 @@ app = Celery(
         "tasks.escalation",
         "tasks.rules",
         "tasks.backups",
+        "tasks.security",
+        "tasks.compliance",
+        "tasks.maintenance",
+        "tasks.insight",
+        "tasks.reports",
     ],
 )
 app.conf.update(celery_config(get_settings()))

@@ -227,7 +227,8 @@ def test_dockerfile_installs_every_package_and_runs_eventops_as_non_root() -> No
     dockerfile = DOCKERFILE.read_text()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     copied = " ".join(line for line in dockerfile.splitlines() if line.startswith("COPY"))
-    for package in project["packages"]:
+    packages = [name.rstrip("*") for name in project["packages"]["find"]["include"]]
+    for package in packages:
         assert f"COPY {package} " in copied, f"Dockerfile does not copy package {package}"
     for module in project["py-modules"]:
         assert f"{module}.py" in copied, f"Dockerfile does not copy module {module}"

@@ -1,0 +1,3 @@
+"""Platform insight tasks: KPIs, Web Vitals, funnels, feedback, experiments."""
+
+from __future__ import annotations

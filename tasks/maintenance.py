@@ -1,0 +1,3 @@
+"""Infrastructure metrics, database maintenance and self-monitoring tasks."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Security detection tasks (core/security holds the logic)."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The HTTP side: dashboard, ingestion endpoints and /metrics."""
