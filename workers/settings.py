@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +65,26 @@ class Settings(BaseSettings):
     release: str | None = Field(
         default_factory=_package_version,
         description="Sentry's release; defaults to the installed package version.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token /metrics requires when set; unset, /metrics is open "
+        "(it holds check names and counts, never secrets). Set it wherever /metrics is "
+        "reachable beyond a trusted network.",
+    )
+    metrics_check_series_limit: int = Field(
+        default=1000,
+        ge=0,
+        description="Most checks exported one by one on /metrics (not-up checks first); "
+        "counts by state and group always cover every check.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="text",
+        description="Log line format of workers, beat, Flower and the CLI: `json` (one object "
+        "per line with task_id, task_name and check; the container image's default) or `text`.",
+    )
+    log_level: str = Field(
+        default="INFO", description="Log level of the CLI and Flower (workers and beat: --loglevel)."
     )
 
     @field_validator("database_url")
