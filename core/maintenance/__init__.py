@@ -1,0 +1,1 @@
+"""Infrastructure monitoring, database maintenance and monitoring eventops itself (issue 7)."""
