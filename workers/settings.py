@@ -78,6 +78,18 @@ class Settings(BaseSettings):
         description="Most checks exported one by one on /metrics (not-up checks first); "
         "counts by state and group always cover every check.",
     )
+    dashboard_user: str = Field(default="admin", description="The dashboard's login name.")
+    dashboard_password: SecretStr | None = Field(
+        default=None,
+        description="The dashboard's password; unset, a random one is generated once and kept "
+        "in <var_dir>/dashboard.password (0600), and `eventops run` prints it.",
+    )
+    dashboard_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs the dashboard's session cookies; unset, a random one is "
+        "generated once and kept in <var_dir>/dashboard.secret (0600). Changing it (or the "
+        "password) logs everyone out.",
+    )
     log_format: Literal["json", "text"] = Field(
         default="text",
         description="Log line format of workers, beat, Flower and the CLI: `json` (one object "
