@@ -22,6 +22,8 @@ from pydantic import (
     field_validator,
 )
 
+from models.config_reports import CapacityConfig, LogsConfig, ReportsConfig
+
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
 Category = Literal["availability", "performance", "capacity", "security", "data", "business"]
@@ -365,6 +367,15 @@ class EventopsConfig(_Strict):
     notifications: NotificationConfig = Field(default_factory=NotificationConfig)
     maintenance_windows: list[WeeklyWindow] = Field(default_factory=list)
     backups: BackupsConfig = Field(default_factory=BackupsConfig)
+    logs: LogsConfig = Field(
+        default_factory=LogsConfig, description="Log ingestion, error patterns, rotation."
+    )
+    capacity: CapacityConfig = Field(
+        default_factory=CapacityConfig, description="Capacity tracking, forecasts, limits."
+    )
+    reports: ReportsConfig = Field(
+        default_factory=ReportsConfig, description="The weekly performance report."
+    )
 
     @field_validator("platform_url")
     @classmethod
