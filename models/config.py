@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
 )
 
+from models.config_insight import InsightConfig
 from models.config_reports import CapacityConfig, LogsConfig, ReportsConfig
 
 Severity = Literal["critical", "warning", "info"]
@@ -367,6 +368,11 @@ class EventopsConfig(_Strict):
     notifications: NotificationConfig = Field(default_factory=NotificationConfig)
     maintenance_windows: list[WeeklyWindow] = Field(default_factory=list)
     backups: BackupsConfig = Field(default_factory=BackupsConfig)
+    insight: InsightConfig = Field(
+        default_factory=InsightConfig,
+        description="Business KPIs, Web Vitals, funnels, adoption, feedback and A/B tests "
+        "(docs/insight.md).",
+    )
     logs: LogsConfig = Field(
         default_factory=LogsConfig, description="Log ingestion, error patterns, rotation."
     )
