@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     backup_key: SecretStr | None = Field(
         default=None, description="Passphrase that encrypts backups at rest."
     )
+    deadmans_switch_url: SecretStr | None = Field(
+        default=None,
+        description="Healthchecks-style ping URL (https://hc-ping.com/<uuid>), pinged every "
+        "30 s while eventops' self-checks pass and at <url>/fail when one fails; unset: off.",
+    )
     flower_user: str = "admin"
     flower_password: SecretStr = SecretStr("eventops")
     sentry_dsn: SecretStr | None = Field(
