@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from models.config_insight import InsightConfig
+from models.config_maintenance import MaintenanceConfig
 from models.config_reports import CapacityConfig, LogsConfig, ReportsConfig
 
 Severity = Literal["critical", "warning", "info"]
@@ -368,6 +369,10 @@ class EventopsConfig(_Strict):
     notifications: NotificationConfig = Field(default_factory=NotificationConfig)
     maintenance_windows: list[WeeklyWindow] = Field(default_factory=list)
     backups: BackupsConfig = Field(default_factory=BackupsConfig)
+    maintenance: MaintenanceConfig = Field(
+        default_factory=MaintenanceConfig,
+        description="Infrastructure metrics, index/query/vacuum reports, self-monitoring.",
+    )
     insight: InsightConfig = Field(
         default_factory=InsightConfig,
         description="Business KPIs, Web Vitals, funnels, adoption, feedback and A/B tests "
