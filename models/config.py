@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import re
 from datetime import timedelta
@@ -25,6 +26,8 @@ from pydantic import (
 from models.config_insight import InsightConfig
 from models.config_maintenance import MaintenanceConfig
 from models.config_reports import CapacityConfig, LogsConfig, ReportsConfig
+from models.config_retention import OutcomeRetentionConfig
+from models.config_security import SecurityConfig
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
@@ -328,6 +331,30 @@ class FilesBackupConfig(_Strict):
     directory: Path
 
 
+class NetworkConfig(_Strict):
+    """Where probes may go: the SSRF guard (core/netguard.py)."""
+
+    allow_internal: list[str] = Field(
+        default_factory=list,
+        description="Internal addresses probes may reach: IPs, CIDR networks or host names. "
+        "Every address that is not public (loopback, private, link-local such as the cloud "
+        "metadata service, shared, reserved) is refused unless listed here; redirects too.",
+    )
+
+    @field_validator("allow_internal")
+    @classmethod
+    def _networks_or_host_names(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\.?", entry):
+                    raise ValueError(
+                        f"{entry!r} is neither an IP address, a CIDR network nor a host name"
+                    ) from None
+        return entries
+
+
 class BackupsConfig(_Strict):
     """Backups of the platform database (its URL and the encryption key are settings:
     EVENTOPS_PLATFORM_DATABASE_URL and EVENTOPS_BACKUP_KEY)."""
@@ -369,14 +396,22 @@ class EventopsConfig(_Strict):
     notifications: NotificationConfig = Field(default_factory=NotificationConfig)
     maintenance_windows: list[WeeklyWindow] = Field(default_factory=list)
     backups: BackupsConfig = Field(default_factory=BackupsConfig)
-    maintenance: MaintenanceConfig = Field(
-        default_factory=MaintenanceConfig,
-        description="Infrastructure metrics, index/query/vacuum reports, self-monitoring.",
-    )
     insight: InsightConfig = Field(
         default_factory=InsightConfig,
         description="Business KPIs, Web Vitals, funnels, adoption, feedback and A/B tests "
         "(docs/insight.md).",
+    )
+    security: SecurityConfig = Field(
+        default_factory=SecurityConfig,
+        description="Security event detection: sources, failed logins, API abuse, data access.",
+    )
+    maintenance: MaintenanceConfig = Field(
+        default_factory=MaintenanceConfig,
+        description="Infrastructure metrics, index/query/vacuum reports, self-monitoring.",
+    )
+    retention: OutcomeRetentionConfig = Field(
+        default_factory=OutcomeRetentionConfig,
+        description="Outcome partitions, rollups and how long each is kept.",
     )
     logs: LogsConfig = Field(
         default_factory=LogsConfig, description="Log ingestion, error patterns, rotation."
@@ -387,6 +422,7 @@ class EventopsConfig(_Strict):
     reports: ReportsConfig = Field(
         default_factory=ReportsConfig, description="The weekly performance report."
     )
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
 
     @field_validator("platform_url")
     @classmethod

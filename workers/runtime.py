@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from core.netguard import AddressPolicy
 from core.probing import make_client
 
 T = TypeVar("T")
@@ -27,7 +28,10 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 def http_client() -> httpx.AsyncClient:
     global _client
     if _client is None:
-        _client = make_client()
+        from workers.settings import get_config
+
+        allow = get_config().network.allow_internal
+        _client = make_client(policy=AddressPolicy.from_allow_list(allow))
     return _client
 
 

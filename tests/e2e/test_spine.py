@@ -97,6 +97,8 @@ def write_config(path: Path, platform: DemoPlatform, receiver: WebhookReceiver) 
     path.write_text(
         f"""
 platform_url: {platform.url}
+network:
+  allow_internal: [127.0.0.0/8]
 checks:
   - name: supabase
     url: "{{platform_url}}/api/health/supabase"

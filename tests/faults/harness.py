@@ -115,7 +115,11 @@ def write_config(
     channels: list[dict[str, Any]] | None = None,
     policies: dict[str, Any] | None = None,
 ) -> Path:
-    data: dict[str, Any] = {"platform_url": "http://127.0.0.1:9", "checks": checks}
+    data: dict[str, Any] = {
+        "platform_url": "http://127.0.0.1:9",
+        "checks": checks,
+        "network": {"allow_internal": ["127.0.0.0/8"]},
+    }
     if channels:
         data["channels"] = channels
     if policies:

@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # One check whose target refuses connections at once: a probe of it is a quick `down` outcome.
 CONFIG = """
 platform_url: http://127.0.0.1:9
+network:
+  allow_internal: [127.0.0.0/8]
 checks:
   - name: api
     url: "{platform_url}/health"
