@@ -38,7 +38,8 @@ MAINTENANCE_SETTING = "eventops.audit_maintenance"
 
 def _plain(details: dict[str, Any] | None) -> dict[str, Any]:
     """Details as JSONB will give them back: what is hashed is exactly what is stored."""
-    return json.loads(json.dumps(details or {}, default=str, allow_nan=False))  # type: ignore[no-any-return]
+    plain: dict[str, Any] = json.loads(json.dumps(details or {}, default=str, allow_nan=False))
+    return plain
 
 
 def canonical(
@@ -126,6 +127,19 @@ def audit_now(
 
     with session_scope() as session:
         return audit(session, actor, action, subject, details)
+
+
+def audit_apart(
+    session: Session,
+    actor: str,
+    action: str,
+    subject: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> Appended:
+    """Append and commit at once on the session's database, outside its transaction: for
+    long operations (a restore) that must not hold the chain's lock while they run."""
+    with Session(bind=session.get_bind()) as apart, apart.begin():
+        return audit(apart, actor, action, subject, details)
 
 
 # --- config changes ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from core.audit import audit
 from core.clock import utcnow
 from models.config import EventopsConfig, PolicyConfig
 from models.tables import Escalation, Incident, IncidentEvent, Notification, NotificationItem
@@ -447,6 +448,7 @@ def acknowledge(
         incident.acknowledged_at = now
         incident.acknowledged_by = by
         add_event(db, incident_id, now, "acknowledged", actor=by)
+        audit(db, by, "incident.acknowledge", f"incident:{incident_id}", at=now)
         return True
 
 
@@ -462,7 +464,10 @@ def resolve(
     """Resolve by hand (flapping or not). If the problem persists, it reopens."""
     now = now or utcnow()
     with _session(session) as db:
-        return _resolve(db, _get(db, incident_id), config or _running_config(), now, by=by, why=why)
+        done = _resolve(db, _get(db, incident_id), config or _running_config(), now, by=by, why=why)
+        if done:
+            audit(db, by, "incident.resolve", f"incident:{incident_id}", {"why": why}, at=now)
+        return done
 
 
 def reopen(
@@ -481,6 +486,7 @@ def reopen(
         if incident.status != "resolved":
             return False
         _reopen(db, incident, config or _running_config(), now, by=by, why=why)
+        audit(db, by, "incident.reopen", f"incident:{incident_id}", {"why": why}, at=now)
         return True
 
 
@@ -502,6 +508,7 @@ def note(
         add_event(
             db, incident_id, now, "status update" if public else "note", actor=by, detail=text
         )
+        audit(db, by, "incident.note", f"incident:{incident_id}", {"public": public}, at=now)
         if public and policy_for(incident, settings).stakeholders:
             updates = (
                 db.scalar(

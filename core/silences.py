@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from core.audit import audit
 from core.clock import utcnow
 from models.config import EventopsConfig, WeeklyWindow, parse_matcher
 from models.tables import Escalation, Silence
@@ -96,10 +97,20 @@ def create_silence(
     )
     session.add(silence)
     session.flush()
+    audit(
+        session,
+        by,
+        "silence.create",
+        f"silence:{silence.id}",
+        {"matchers": list(matchers), "ends_at": ends_at.isoformat(), "comment": comment},
+        at=now,
+    )
     return silence
 
 
-def expire_silence(session: Session, silence_id: int, now: datetime | None = None) -> bool:
+def expire_silence(
+    session: Session, silence_id: int, now: datetime | None = None, *, by: str = "eventops"
+) -> bool:
     """End a silence now. Pages it held (due at its old end) become due at once; the sweeper
     re-checks them against any other silence still covering them."""
     now = now or utcnow()
@@ -114,6 +125,7 @@ def expire_silence(session: Session, silence_id: int, now: datetime | None = Non
         .where(Escalation.state == "pending", Escalation.due_at == old_end)
         .values(due_at=now)
     )
+    audit(session, by, "silence.expire", f"silence:{silence_id}", at=now)
     return True
 
 

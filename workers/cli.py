@@ -440,13 +440,14 @@ def silences_list(as_json: bool) -> None:
 
 @silences.command("expire")
 @click.argument("silence_id", type=int)
-def silences_expire(silence_id: int) -> None:
+@click.option("--by", default=lambda: os.environ.get("USER", "cli"), help="Who ends it.")
+def silences_expire(silence_id: int, by: str) -> None:
     """End a silence now; held pages go out on the next sweep if their incidents are open."""
     from core.silences import expire_silence
     from models.db import session_scope
 
     with session_scope() as session:
-        ended = expire_silence(session, silence_id)
+        ended = expire_silence(session, silence_id, by=by)
     click.echo(f"silence #{silence_id} ended" if ended else f"no active silence #{silence_id}")
 
 

@@ -340,9 +340,27 @@ def send(
     result backend even though the app ignores results by default, so the caller can wait."""
     app = app or _app()
     queue = _known(name, app)
-    result = app.send_task(
-        name, args=list(args), kwargs=kwargs or {}, ignore_result=not keep_result
-    )
+    from uuid import uuid4
+
+    from core.audit import audit
+
+    task_id, arg_list = str(uuid4()), list(args)
+    # Audited in the same transaction as the send: a trigger that never left is not recorded.
+    with session_scope() as session:
+        audit(
+            session,
+            _me(),
+            "task.run",
+            f"task:{name}",
+            {"task_id": task_id, "queue": queue, "args": arg_list, "kwargs": kwargs or {}},
+        )
+        result = app.send_task(
+            name,
+            args=arg_list,
+            kwargs=kwargs or {},
+            ignore_result=not keep_result,
+            task_id=task_id,
+        )
     return SentTask(name, result, queue, keep_result)
 
 
@@ -621,7 +639,7 @@ def unsilence(silence_id: int) -> bool:
     from core.silences import expire_silence
 
     with session_scope() as session:
-        return expire_silence(session, silence_id)
+        return expire_silence(session, silence_id, by=_me())
 
 
 # --- backups ----------------------------------------------------------------------------------

@@ -107,6 +107,7 @@ def claim(
         .returning(model.id)
     ).scalar_one_or_none()
     if row_id is not None:
+        _audit_run(session, model, row_id, "start", at, {"kind": kind, "slot": slot.isoformat()})
         return Claim(model, row_id, token, fence)
     existing = session.execute(
         select(model).where(model.kind == kind, model.slot == slot).with_for_update()
@@ -123,6 +124,14 @@ def claim(
         values = {**_BACKUP_RESULTS, **values}
     session.execute(update(model).where(model.id == existing.id).values(**values))
     log.warning("%s %s/%s: took over a %s row", model.__tablename__, kind, slot, previous)
+    _audit_run(
+        session,
+        model,
+        existing.id,
+        "start",
+        at,
+        {"kind": kind, "slot": slot.isoformat(), "took_over": previous},
+    )
     return Claim(
         model,
         existing.id,
@@ -208,7 +217,28 @@ def finish(session: Session, claim: Claim, **values: Any) -> bool:
     model = claim.model
     if claim.fenced and "details" in values:
         values["details"] = model.details.op("||")(literal(values["details"], JSONB))
-    return affected(session.execute(update(model).where(*_held(claim)).values(**values))) > 0
+    done = affected(session.execute(update(model).where(*_held(claim)).values(**values))) > 0
+    if done:
+        ended = values.get("finished_at")
+        at = ended if isinstance(ended, datetime) else None
+        _audit_run(session, model, claim.row_id, "finish", at, {"state": values.get("state")})
+    return done
+
+
+def _audit_run(
+    session: Session,
+    model: Model,
+    row_id: int,
+    phase: str,
+    at: datetime | None,
+    details: dict[str, Any],
+) -> None:
+    """Backups, restore tests, drills and PITR restores start and finish in the audit log:
+    `backup.start`, `restore_run.finish`, subject `backups:12`."""
+    from core.audit import audit
+
+    noun = model.__tablename__.removesuffix("s")
+    audit(session, "eventops", f"{noun}.{phase}", f"{model.__tablename__}:{row_id}", details, at=at)
 
 
 def finish_with(sessions: SessionFactory, claim: Claim, **values: Any) -> bool:

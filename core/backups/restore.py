@@ -10,6 +10,7 @@ from pathlib import Path
 from psycopg import sql
 from sqlalchemy.orm import Session
 
+from core.audit import audit_apart
 from core.backups.tools import Conn, find_tool, run_tool, server_major
 from models.tables import Backup
 
@@ -65,6 +66,10 @@ def restore_into_database(
             "restore over it"
         )
     started = time.monotonic()
+    restore_details = {"backup": backup_id, "target": target_db, "overwrite": overwrite_source}
+    audit_apart(
+        session, "eventops", "backup.restore.start", f"backups:{backup_id}", restore_details
+    )
     admin = source.with_db("postgres")
     with admin.connect() as db:
         exists = db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target_db,)).fetchone()
@@ -89,9 +94,11 @@ def restore_into_database(
             ],
             target,
         )
-    return {
+    result = {
         "backup": backup_id,
         "target": target_db,
         "snapshot_at": backup.snapshot_at.isoformat() if backup.snapshot_at else None,
         "seconds": round(time.monotonic() - started, 3),
     }
+    audit_apart(session, "eventops", "backup.restore.finish", f"backups:{backup_id}", result)
+    return result

@@ -1,0 +1,1 @@
+"""Platform logs: incremental JSON-lines ingestion, error patterns, rotation."""
