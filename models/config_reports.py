@@ -120,6 +120,10 @@ class PatternsConfig(_Strict):
     severity: _Severity = Field(
         default="warning", description="Severity of the incident a new or regressed burst opens."
     )
+    resolve_after: Duration = Field(
+        default=timedelta(hours=1),
+        description="A burst incident resolves once its pattern has been quiet this long.",
+    )
 
 
 class RotationTarget(_Strict):
