@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from core.clock import utcnow
 from core.incidents import Problem, raise_problem, resolve_problem
 from core.probing import ProbeResult
+from core.rollups import note_late_outcomes
 from models.config import EventopsConfig
 from models.tables import Check, Incident, Outcome
 
@@ -135,6 +136,8 @@ def record_outcomes(
     fresh_keys = {(row.check_id, row.slot) for row in inserted}
     summary.written = len(fresh_keys)
     summary.duplicates = len(results) - len(fresh_keys)
+    # An outcome for a minute already rolled up queues that minute for a re-roll.
+    note_late_outcomes(session, fresh_keys, config, now)
     fresh: dict[int, list[ProbeResult]] = defaultdict(list)
     for r in results:
         if (r.check_id, r.slot) in fresh_keys:
