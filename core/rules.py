@@ -373,7 +373,42 @@ def table_samples(session: Session, rule: RuleConfig, now: datetime) -> list[Sam
         for row in session.execute(query)
     }
     silent = [Sample(subject, 0, None) for subject in rule.subjects if subject not in found]
+    if rule.baseline is not None:
+        return against_baseline(session, rule, now, [*found.values(), *silent])
     return [*found.values(), *silent]
+
+
+def against_baseline(
+    session: Session, rule: RuleConfig, now: datetime, current: list[Sample]
+) -> list[Sample]:
+    """Each subject's value divided by its baseline: the same aggregate over the `baseline`
+    just before the window, (now - window - baseline, now - window]. A sum or count is taken
+    per window length (a 7-day baseline of a 1-day sum is the average day). A subject with no
+    baseline, or a zero one, gets no value, so no verdict."""
+    assert rule.baseline is not None
+    end = now - rule.window
+    query = (
+        select(
+            Metric.subject,
+            _aggregate(rule.aggregate, Metric.value, [Metric.at.desc(), Metric.id.desc()]).label(
+                "value"
+            ),
+        )
+        .where(Metric.name == rule.metric, Metric.at > end - rule.baseline, Metric.at <= end)
+        .group_by(Metric.subject)
+    )
+    if rule.subjects:
+        query = query.where(Metric.subject.in_(rule.subjects))
+    past = {row.subject: _float(row.value) for row in session.execute(query)}
+    per_window = rule.window / rule.baseline if rule.aggregate in ("sum", "count") else 1.0
+    result = []
+    for sample in current:
+        base = past.get(sample.subject)
+        value = None
+        if sample.value is not None and base:
+            value = sample.value / (base * per_window)
+        result.append(replace(sample, value=value))
+    return result
 
 
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
@@ -447,6 +482,8 @@ def describe_value(rule: RuleConfig, value: float | None) -> str:
     """A value in the rule's unit: `6120 ms`, `10%`, `0.85`."""
     if value is None:
         return "no value"
+    if rule.baseline is not None:
+        return f"{format_number(value * 100)}% of its {format_duration(rule.baseline)} baseline"
     if rule.metric == "response_time":
         return f"{format_number(value)} ms"
     if rule.metric in _RATES:
@@ -455,7 +492,7 @@ def describe_value(rule: RuleConfig, value: float | None) -> str:
 
 
 def describe_threshold(rule: RuleConfig) -> str:
-    if rule.metric in _RATES:
+    if rule.metric in _RATES or rule.baseline is not None:
         return f"{format_number(rule.threshold * 100)}%"
     return format_number(rule.threshold)
 

@@ -34,6 +34,7 @@ from typing import Any
 import psycopg
 
 from core.backups.tools import Conn
+from demo import platform_insight
 
 TABLES: tuple[str, ...] = (
     "users",
@@ -1081,12 +1082,14 @@ def apply_schema(conn: Conn) -> None:
     with conn.connect(autocommit=False) as db:
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         db.execute(SCHEMA)
+        platform_insight.apply_schema(db)
 
 
 def drop_schema(conn: Conn) -> None:
     """Drop the demo tables and everything in them."""
     with conn.connect(autocommit=False) as db:
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        platform_insight.drop_schema(db)
         db.execute(f"DROP TABLE IF EXISTS {', '.join(reversed(TABLES))} CASCADE")
 
 
@@ -1173,6 +1176,8 @@ def generate(
             db, "data_access_log", plan.data_access_log(admin[0], _export_time(db, plan, admin[1]))
         )
 
+        # Job postings, product events, feedback, experiments (demo/platform_insight.py).
+        platform_insight.generate_rows(db, seed=seed, start=plan.start, now=now)
         for ddl in indexes + foreign_keys:
             db.execute(ddl)
         for table in TABLES:

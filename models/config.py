@@ -225,6 +225,13 @@ class RuleConfig(_Strict):
     )
     category: Category = "performance"
     description: str | None = None
+    baseline: Duration | None = Field(
+        default=None,
+        description="Compare with the past (metrics-table rules): the value becomes the "
+        "window's aggregate divided by the same aggregate over the `baseline` just before the "
+        "window (sum and count per window length), so `op: <` with `threshold: 0.8` means "
+        "down 20%.",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -234,6 +241,18 @@ class RuleConfig(_Strict):
         if window <= timedelta(0):
             raise ValueError("must be positive")
         return window
+
+    @field_validator("baseline")
+    @classmethod
+    def _baseline_on_table_metrics(
+        cls, baseline: timedelta | None, info: ValidationInfo
+    ) -> timedelta | None:
+        if baseline is not None:
+            if baseline <= timedelta(0):
+                raise ValueError("must be positive")
+            if info.data.get("metric") in OUTCOME_METRICS:
+                raise ValueError("applies to metrics-table metrics, not outcome metrics")
+        return baseline
 
     @property
     def from_outcomes(self) -> bool:
