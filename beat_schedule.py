@@ -83,4 +83,25 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 300.0,
         "options": {"queue": "pipeline", "expires": 600.0},
     },
+    # Infrastructure and self-monitoring (docs/maintenance.md).
+    "selfmon-heartbeat": {
+        "task": "selfmon.heartbeat",
+        "schedule": 15.0,
+        "options": {"queue": "pipeline", "expires": 45.0},
+    },
+    "selfmon-check": {
+        "task": "selfmon.check",
+        "schedule": 30.0,
+        "options": {"queue": "pipeline", "expires": 60.0},
+    },
+    "collect-redis-metrics": {
+        "task": "metrics.redis",
+        "schedule": 30.0,
+        "options": {"queue": "pipeline", "expires": 60.0},
+    },
+    "collect-postgres-metrics": {
+        "task": "metrics.postgres",
+        "schedule": 60.0,
+        "options": {"queue": "pipeline", "expires": 120.0},
+    },
 }

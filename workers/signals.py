@@ -35,3 +35,7 @@ def _fresh_resources_in_child(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _close_resources(**_: Any) -> None:
     runtime.close()
+
+
+# Self-monitoring: publish stamps (queue lag), worker heartbeats, beat's liveness mark.
+import workers.selfmon_signals  # noqa: E402,F401
