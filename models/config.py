@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
 )
 
+from models.config_compliance import ComplianceConfig
 from models.config_insight import InsightConfig
 from models.config_maintenance import MaintenanceConfig
 from models.config_reports import CapacityConfig, LogsConfig, ReportsConfig
@@ -441,6 +442,10 @@ class EventopsConfig(_Strict):
     reports: ReportsConfig = Field(
         default_factory=ReportsConfig, description="The weekly performance report."
     )
+    compliance: ComplianceConfig = Field(
+        default_factory=ComplianceConfig,
+        description="Audit trail, access logging, privacy, breach clock, vulnerability scan.",
+    )
     network: NetworkConfig = Field(default_factory=NetworkConfig)
 
     @field_validator("platform_url")
@@ -549,6 +554,10 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
+        elif not re.fullmatch(r"[A-Za-z_][\w-]*", part):
+            # An unknown key that is empty or holds dots or spaces: quoted, so the path
+            # still says unambiguously where it is.
+            path += f"[{part!r}]"
         else:
             path += f".{part}" if path else str(part)
     return path or "(top level)"
