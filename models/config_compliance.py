@@ -103,7 +103,7 @@ class DataSubjectRequestsConfig(_Strict):
         "`default_regimes` apply.",
     )
     default_regimes: list[Regime] = Field(
-        default_factory=lambda: ["nz", "gdpr"],
+        default_factory=lambda: list[Regime](["nz", "gdpr"]),
         description="Regimes applied when a request names none: the earliest deadline wins.",
     )
     warn_before: Duration = Field(
