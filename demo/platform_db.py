@@ -34,7 +34,7 @@ from typing import Any
 import psycopg
 
 from core.backups.tools import Conn
-from demo import platform_insight
+from demo import platform_insight, platform_privacy
 
 TABLES: tuple[str, ...] = (
     "users",
@@ -1083,6 +1083,7 @@ def apply_schema(conn: Conn) -> None:
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         db.execute(SCHEMA)
         platform_insight.apply_schema(db)
+        platform_privacy.apply_schema(db)
 
 
 def drop_schema(conn: Conn) -> None:
@@ -1090,6 +1091,7 @@ def drop_schema(conn: Conn) -> None:
     with conn.connect(autocommit=False) as db:
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         platform_insight.drop_schema(db)
+        platform_privacy.drop_schema(db)
         db.execute(f"DROP TABLE IF EXISTS {', '.join(reversed(TABLES))} CASCADE")
 
 
@@ -1178,6 +1180,7 @@ def generate(
 
         # Job postings, product events, feedback, experiments (demo/platform_insight.py).
         platform_insight.generate_rows(db, seed=seed, start=plan.start, now=now)
+        platform_privacy.generate_rows(db, seed=seed, now=now)  # data subject requests
         for ddl in indexes + foreign_keys:
             db.execute(ddl)
         for table in TABLES:
