@@ -106,9 +106,10 @@ _COMMENTS = {
 _FEATURES = (("map_view", 0.40), ("saved_vendor", 0.20), ("message_sent", 0.25))
 _CALENDAR_SYNC = 0.08
 # Checkout button: treatment converts better. Search ranking: configured 50/50, served 55/45.
-EXPERIMENTS = {
-    "checkout-button": {"split": {"control": 0.5, "treatment": 0.5}, "rates": (0.10, 0.14)},
-    "search-ranking": {"split": {"control": 0.55, "treatment": 0.45}, "rates": (0.20, 0.20)},
+# Experiment -> (served split, conversion rate per variant).
+EXPERIMENTS: dict[str, tuple[dict[str, float], dict[str, float]]] = {
+    "checkout-button": ({"control": 0.5, "treatment": 0.5}, {"control": 0.10, "treatment": 0.14}),
+    "search-ranking": ({"control": 0.55, "treatment": 0.45}, {"control": 0.20, "treatment": 0.20}),
 }
 
 
@@ -206,10 +207,9 @@ def generate_rows(
                 rating = min(5, max(1, round(nps / 2)))
                 feedback.append((user_id, "rating", rating, "", "/bookings/done", at))
         # Experiments: every user seen after the start is assigned to both.
-        for name, plan in EXPERIMENTS.items():
-            variants = list(plan["split"])
-            variant = rng.choices(variants, list(plan["split"].values()))[0]
-            rate = plan["rates"][variants.index(variant)]
+        for name, (split, rates) in EXPERIMENTS.items():
+            variant = rng.choices(list(split), list(split.values()))[0]
+            rate = rates[variant]
             assigned = moment(created_at)
             converted = (
                 assigned + timedelta(hours=rng.random() * 48) if rng.random() < rate else None

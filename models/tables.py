@@ -72,6 +72,10 @@ class Check(Base):
             postgresql_where=text("enabled AND inflight_slot IS NULL"),
         ),
         Index("ix_checks_lease", "lease_until", postgresql_where=text("inflight_slot IS NOT NULL")),
+        # The dashboard's keyset pages in byte order, filtered by state or group (0008).
+        Index("ix_checks_name_c", text('name COLLATE "C"')),
+        Index("ix_checks_status_name", "status", text('name COLLATE "C"')),
+        Index("ix_checks_group_name", "group_name", text('name COLLATE "C"')),
     )
 
 

@@ -746,5 +746,10 @@ def tasks_run(
     click.echo(json.dumps(result, indent=2, default=str))
 
 
+from workers.cli_dashboard import dashboard  # noqa: E402
+
+main.add_command(dashboard)
+
+
 if __name__ == "__main__":
     main()

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         "(it holds check names and counts, never secrets). Set it wherever /metrics is "
         "reachable beyond a trusted network.",
     )
+    ingest_token: SecretStr | None = Field(
+        default=None,
+        description="Token the Web Vitals beacon endpoint (POST /ingest/vitals) requires, in "
+        "the Authorization: Bearer header or, for navigator.sendBeacon, the `token` query "
+        "parameter; unset, the endpoint refuses every beacon (401).",
+    )
     metrics_check_series_limit: int = Field(
         default=1000,
         ge=0,

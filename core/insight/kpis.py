@@ -96,20 +96,20 @@ def _replace_metric(session: Session, name: str, subject: str, value: float, at:
     record_metric(session, name, value, subject=subject, at=at)
 
 
-def compute_kpis(
-    session: Session,
+def measure_kpis(
     config: EventopsConfig,
     db: psycopg.Connection[Any],
     now: datetime,
     names: list[str] | None = None,
-) -> dict[str, Any]:
-    """Measure every KPI (or those named) for its current period to date; store and record.
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Every KPI (or those named) for its current period to date: (kpi_values rows, failures).
 
-    A KPI whose query fails is reported in the summary's `failed` and skipped: one bad query
-    does not hide the other eight.
+    A KPI whose query fails is reported in the failures and skipped: one bad query does not
+    hide the other eight. Reads the platform only; nothing is written here.
     """
     bucket = hour_floor(now)
-    summary: dict[str, Any] = {"bucket": bucket.isoformat(), "kpis": {}, "failed": {}}
+    measured: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
     for kpi in config.insight.kpis:
         if names and kpi.name not in names:
             continue
@@ -117,22 +117,31 @@ def compute_kpis(
         try:
             value = platform.scalar(db, kpi.sql, {"start": start, "end": now})
         except psycopg.Error as error:
-            summary["failed"][kpi.name] = str(error).strip().splitlines()[0]
+            failed[kpi.name] = str(error).strip().splitlines()[0]
             continue
         expected, ok = judge(kpi, value, start, end, now)
-        row = {
-            "kpi": kpi.name,
-            "period": kpi.period,
-            "period_start": start,
-            "period_end": end,
-            "bucket": bucket,
-            "value": value,
-            "target": kpi.target,
-            "direction": kpi.direction,
-            "expected": expected,
-            "ok": ok,
-            "computed_at": now,
-        }
+        measured.append(
+            {
+                "kpi": kpi.name,
+                "period": kpi.period,
+                "period_start": start,
+                "period_end": end,
+                "bucket": bucket,
+                "value": value,
+                "target": kpi.target,
+                "direction": kpi.direction,
+                "expected": expected,
+                "ok": ok,
+                "computed_at": now,
+            }
+        )
+    return measured, failed
+
+
+def store_kpis(session: Session, measured: list[dict[str, Any]]) -> None:
+    """Upsert the rows on (kpi, period_start, bucket) and record each value as metric
+    `kpi.<name>` at its bucket, replacing a rerun's sample."""
+    for row in measured:
         statement = insert(KpiValue).values(**row)
         session.execute(
             statement.on_conflict_do_update(
@@ -144,25 +153,21 @@ def compute_kpis(
                 },
             )
         )
-        if value is not None:
-            _replace_metric(session, f"kpi.{kpi.name}", "platform", value, bucket)
-        summary["kpis"][kpi.name] = {"value": value, "expected": round(expected, 4), "ok": ok}
-    return summary
+        if row["value"] is not None:
+            _replace_metric(session, f"kpi.{row['kpi']}", "platform", row["value"], row["bucket"])
 
 
-def record_counters(
+def missing_counter_hours(
     session: Session,
     config: EventopsConfig,
-    db: psycopg.Connection[Any],
     now: datetime,
     backfill_hours: int = COUNTER_BACKFILL_HOURS,
-) -> dict[str, Any]:
-    """Each counter's value for every completed hour of the last `backfill_hours` that has no
-    sample yet, recorded at the hour's end. Zero is recorded too: a rule on a count needs a
-    sample for every hour (see docs/alerting.md, min_samples)."""
+) -> dict[str, list[datetime]]:
+    """Per counter, the ends of the completed hours of the last `backfill_hours` that have no
+    sample yet, oldest first."""
     last_end = hour_floor(now)
     ends = [last_end - timedelta(hours=h) for h in range(backfill_hours)]
-    summary: dict[str, Any] = {"hours": 0, "failed": {}}
+    missing = {}
     for counter in config.insight.counters:
         done = set(
             session.scalars(
@@ -173,17 +178,28 @@ def record_counters(
                 )
             )
         )
-        for end in sorted(e for e in ends if e not in done):
+        missing[counter.name] = sorted(e for e in ends if e not in done)
+    return missing
+
+
+def measure_counters(
+    config: EventopsConfig, db: psycopg.Connection[Any], missing: dict[str, list[datetime]]
+) -> tuple[list[tuple[str, str, float, datetime]], dict[str, str]]:
+    """Each counter's value for each missing hour, as metric samples recorded at the hour's
+    end. Zero is a sample too: a rule on a count needs one every hour (docs/alerting.md)."""
+    samples: list[tuple[str, str, float, datetime]] = []
+    failed: dict[str, str] = {}
+    for counter in config.insight.counters:
+        for end in missing.get(counter.name, []):
             try:
                 value = platform.scalar(
                     db, counter.sql, {"start": end - timedelta(hours=1), "end": end}
                 )
             except psycopg.Error as error:
-                summary["failed"][counter.name] = str(error).strip().splitlines()[0]
+                failed[counter.name] = str(error).strip().splitlines()[0]
                 break
-            record_metric(session, counter.name, value or 0.0, subject="platform", at=end)
-            summary["hours"] += 1
-    return summary
+            samples.append((counter.name, "platform", value or 0.0, end))
+    return samples, failed
 
 
 def latest_kpis(session: Session, names: list[str] | None = None) -> list[KpiReading]:
