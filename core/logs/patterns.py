@@ -233,19 +233,16 @@ def _raise_if_burst(
     session: Session, config: EventopsConfig, pattern: ErrorPattern, now: datetime
 ) -> bool:
     settings = config.logs.patterns
-    if pattern.classification == "regressed" and pattern.regressed_at is not None:
-        since = pattern.regressed_at
-    elif pattern.classification == "new":
-        since = pattern.first_seen
-    else:
-        return False
+    # New (or newly regressed) for `new_for`: a burst within that time is an incident.
+    regressed = pattern.regressed_at is not None and pattern.regressed_at > pattern.first_seen
+    since = pattern.regressed_at if regressed and pattern.regressed_at else pattern.first_seen
     if now - since > settings.new_for:
         return False
     count = max_burst(session, pattern.fingerprint, since, settings.burst_window)
     if count < settings.burst_count:
         return False
     minutes = settings.burst_window.total_seconds() / 60
-    what = "new" if pattern.classification == "new" else "regressed"
+    what = "regressed" if regressed else "new"
     problem = Problem(
         fingerprint=problem_fingerprint(pattern.fingerprint),
         title=f"{pattern.service}: {what} error burst ({count} in {minutes:g} min): "

@@ -121,8 +121,11 @@ def rename_and_create(path: Path, destination: Path) -> int:
     """Rename the file and create an empty one with the same mode at the path."""
     st = path.stat()
     os.rename(path, destination)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, st.st_mode & 0o7777)
-    os.close(fd)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, st.st_mode & 0o7777)
+        os.close(fd)
+    except FileExistsError:
+        pass  # a writer that reopens the path has already created it
     return st.st_size
 
 
@@ -220,7 +223,8 @@ def _compress_and_prune(
     rotations = rotations_of(path)
     if target.compress:
         for _, rotated in rotations:
-            if rotated.name.endswith(".gz"):
+            # Renamed in this very run: a writer may still hold it open (delaycompress).
+            if rotated.name.endswith(".gz") or rotated.name in summary.rotated:
                 continue
             # A renamed file may still get a line from a writer holding it open: wait.
             if time.time() - rotated.stat().st_mtime < grace_s:
