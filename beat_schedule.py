@@ -78,6 +78,31 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": crontab(day_of_month=1, hour=16, minute=30),
         "options": {"queue": "slow", "expires": DAY_S},
     },
+    # eventops' own data (docs/architecture.md, "Outcomes over time"). The rollup goes to the
+    # pipeline queue so a long job on the slow queue never holds it up; partition upkeep
+    # runs hourly (cheap when there is nothing to do) so its health figures stay fresh.
+    "rollup-outcomes": {
+        "task": "maintenance.rollup",
+        "schedule": 60.0,
+        "options": {"queue": "pipeline", "expires": 120.0},
+    },
+    "outcome-partitions": {
+        "task": "maintenance.partitions",
+        "schedule": crontab(minute=17),
+        "options": {"queue": "slow", "expires": HOUR_S / 2},
+    },
+    "performance-review-daily": {
+        "task": "maintenance.performance_review",
+        "schedule": crontab(hour=0, minute=20),
+        "kwargs": {"period": "daily"},
+        "options": {"queue": "slow", "expires": HOUR_S * 6},
+    },
+    "performance-review-weekly": {
+        "task": "maintenance.performance_review",
+        "schedule": crontab(day_of_week="mon", hour=0, minute=40),
+        "kwargs": {"period": "weekly"},
+        "options": {"queue": "slow", "expires": HOUR_S * 6},
+    },
     "monitor-backups": {
         "task": "backups.monitor",
         "schedule": 300.0,

@@ -410,12 +410,14 @@ def plan_window(
 ) -> Plan:
     """Split (since, until] into whole hours and whole minutes already rolled up and the raw
     rest. A minute bucket b holds slots in [b, b + 1m): it is inside the window when
-    b > since and b + 1m <= until."""
+    b > since and every slot before b + 1m is <= until."""
     minute_mark = marks.get("minute")
     if minute_mark is None or until <= since:
         return Plan(((since, until, False),), (), ())
     m_lo = floor_minute(since) + MINUTE
-    m_hi = min(minute_mark, floor_minute(until))
+    # b + 1m <= until + 1us: a bucket ending right after `until` (a window given as
+    # (start - 1us, end - 1us]) is still whole.
+    m_hi = min(minute_mark, floor_minute(until + timedelta(microseconds=1)))
     if m_hi <= m_lo:
         return Plan(((since, until, False),), (), ())
     # Raw for (since, m_lo) and [m_hi, until]; the first range's hi is exclusive, which

@@ -33,7 +33,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from core.clock import utcnow
 from core.incidents import Problem, raise_problem, resolve_problem
 from core.pipeline import fingerprint_for_check
+from core.rollups import Figures, window_figures
 from models.config import EventopsConfig, RuleConfig
+from models.config_retention import OutcomeRetentionConfig
 from models.tables import Check, Incident, Metric, Outcome, RuleState
 
 Action = Literal["open", "resolve"] | None
@@ -202,7 +204,7 @@ def _evaluate_rule(
     summary: dict[str, Any],
 ) -> None:
     samples = (
-        outcome_samples(session, rule, now)
+        outcome_samples(session, rule, now, config.retention)
         if rule.from_outcomes
         else table_samples(session, rule, now)
     )
@@ -297,13 +299,27 @@ def _aggregate(
     return cast(getattr(func, aggregate)(column), Float)  # avg, min, max, sum, count
 
 
-def outcome_samples(session: Session, rule: RuleConfig, now: datetime) -> list[Sample]:
+def outcome_samples(
+    session: Session,
+    rule: RuleConfig,
+    now: datetime,
+    retention: OutcomeRetentionConfig | None = None,
+) -> list[Sample]:
     """Per enabled check in the rule's scope: its up and down outcomes in (now - window, now].
 
     Response time is the rule's aggregate of latencies over the window (a percentile, p95
     in the seed, not the last probe); error rate and uptime are the fractions of down and
     up outcomes. Missed slots (never probed) count for neither. One grouped query.
+
+    A window at least `retention.rules_rollup_window_minutes` long (the 24 h uptime rule)
+    is read from the rollups plus the raw edge instead (`rolled_up_samples`).
     """
+    if (
+        retention is not None
+        and rule.aggregate != "last"
+        and rule.window >= timedelta(minutes=retention.rules_rollup_window_minutes)
+    ):
+        return rolled_up_samples(session, rule, now)
     in_window = and_(
         Outcome.check_id == Check.id,
         Outcome.slot > now - rule.window,
@@ -347,6 +363,56 @@ def outcome_samples(session: Session, rule: RuleConfig, now: datetime) -> list[S
         )
         for row in session.execute(query)
     ]
+
+
+def rolled_up_samples(session: Session, rule: RuleConfig, now: datetime) -> list[Sample]:
+    """`outcome_samples` from the minute and hour rollups for the rolled-up part of the
+    window and raw outcomes for its edges (core/rollups.py): the same counts, sums, minimum
+    and maximum as the raw query; percentiles from the latency histograms (nearest rank,
+    within 5%, where the raw query interpolates)."""
+    query = (
+        select(Check.id, Check.name, Check.group_name, Check.depends_on)
+        .where(Check.enabled)
+        .order_by(Check.name)
+    )
+    if rule.checks or rule.groups:
+        query = query.where(Check.name.in_(rule.checks) | Check.group_name.in_(rule.groups))
+    checks = session.execute(query).all()
+    figures = window_figures(
+        session,
+        [c.id for c in checks],
+        now - rule.window,
+        now,
+        histograms=rule.metric == "response_time" and rule.aggregate in _PERCENTILES,
+    )
+    samples = []
+    for check in checks:
+        f = figures.get(check.id, Figures())
+        count: int
+        value: float | None
+        if rule.metric == "response_time":
+            count = f.latency_count
+            value = {
+                "avg": f.latency_avg,
+                "min": f.latency_min,
+                "max": f.latency_max,
+                "sum": f.latency_sum if count else None,
+                "count": float(count),
+            }.get(rule.aggregate)
+            if rule.aggregate in _PERCENTILES:
+                value = f.percentile(_PERCENTILES[rule.aggregate])
+        else:
+            count = f.probes
+            value = f.error_rate if rule.metric == "error_rate" else f.uptime
+        samples.append(
+            Sample(
+                subject=check.name,
+                samples=count,
+                value=value,
+                check=CheckSubject(check.id, check.group_name, tuple(check.depends_on or ())),
+            )
+        )
+    return samples
 
 
 def table_samples(session: Session, rule: RuleConfig, now: datetime) -> list[Sample]:

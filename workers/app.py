@@ -82,6 +82,7 @@ app = Celery(
         "tasks.security",
         "tasks.compliance",
         "tasks.maintenance",
+        "tasks.retention",
         "tasks.insight",
         "tasks.reports",
     ],
