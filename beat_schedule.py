@@ -103,6 +103,34 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "kwargs": {"period": "weekly"},
         "options": {"queue": "slow", "expires": HOUR_S * 6},
     },
+    # Platform insight (docs/insight.md). KPIs and counters at 10 past each hour; p75 of Web
+    # Vitals every 5 min on the pipeline queue (cheap, and never stuck behind a backup);
+    # funnels, adoption and feedback daily at 03:15 NZ; experiments hourly for SRM.
+    "insight-kpis": {
+        "task": "insight.kpis",
+        "schedule": crontab(minute=10),
+        "options": {"queue": "slow", "expires": HOUR_S / 2},
+    },
+    "insight-vitals": {
+        "task": "insight.vitals",
+        "schedule": 300.0,
+        "options": {"queue": "pipeline", "expires": 240.0},
+    },
+    "insight-analytics": {
+        "task": "insight.analytics",
+        "schedule": crontab(hour=14, minute=15),
+        "options": {"queue": "slow", "expires": HOUR_S * 6},
+    },
+    "insight-experiments": {
+        "task": "insight.experiments",
+        "schedule": crontab(minute=25),
+        "options": {"queue": "slow", "expires": HOUR_S / 2},
+    },
+    "insight-prune": {
+        "task": "insight.prune",
+        "schedule": crontab(hour=16, minute=45),
+        "options": {"queue": "slow", "expires": HOUR_S * 6},
+    },
     "monitor-backups": {
         "task": "backups.monitor",
         "schedule": 300.0,

@@ -751,5 +751,10 @@ from workers.cli_dashboard import dashboard  # noqa: E402
 main.add_command(dashboard)
 
 
+from workers.cli_insight import insight  # noqa: E402
+
+main.add_command(insight)
+
+
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ from models.db import session_scope
 from models.insight import WebVital
 from models.tables import Incident, Metric
 from tests.conftest import make_config
-from tests.processes import serving
+from tests.insight_helpers import serving
 from web.ingest import router
 from workers.settings import Settings
 
