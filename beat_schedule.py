@@ -157,4 +157,21 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 60.0,
         "options": {"queue": "pipeline", "expires": 120.0},
     },
+    # Database maintenance reports (report only unless maintenance.apply_fixes; fixes run
+    # only inside maintenance.actions_window). 14:00 UTC is 03:00 in Auckland.
+    "vacuum-report-daily": {
+        "task": "maintenance.vacuum",
+        "schedule": crontab(hour=14, minute=0),
+        "options": {"queue": "slow", "expires": HOUR_S * 6},
+    },
+    "index-report-weekly": {
+        "task": "maintenance.indexes",
+        "schedule": crontab(day_of_week="sun", hour=14, minute=10),
+        "options": {"queue": "slow", "expires": DAY_S},
+    },
+    "query-analysis-weekly": {
+        "task": "maintenance.queries",
+        "schedule": crontab(day_of_week="sun", hour=14, minute=20),
+        "options": {"queue": "slow", "expires": DAY_S},
+    },
 }

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from core.clock import utcnow
 from core.maintenance import selfmon
+from core.maintenance.jobs import run_report
 from core.maintenance.pg_metrics import collect_postgres
 from core.maintenance.redis_metrics import queue_figures, redis_samples
 from core.metrics import record_metrics
@@ -106,3 +107,39 @@ def check() -> dict[str, Any]:
             selfmon.stamp(session, selfmon.DEADMANS_SWITCH, now, ping)
         summary["deadmans_switch"] = ping
     return summary
+
+
+SLOW = {
+    "soft_time_limit": 3300,
+    "time_limit": 3600,
+    "autoretry_for": (DBAPIError,),
+    "retry_backoff": True,
+    "max_retries": 2,
+}
+
+
+def _report(kind: str) -> dict[str, Any]:
+    config = get_config()
+    if not config.maintenance.enabled:
+        return {"skipped": "maintenance is disabled in the config"}
+    return run_report(
+        kind, database_targets(), session_scope, config.maintenance, config.timezone, utcnow()
+    )
+
+
+@app.task(name="maintenance.indexes", **SLOW)
+def index_report() -> dict[str, Any]:
+    """Weekly: unused, duplicate, invalid and bloated indexes, unindexed foreign keys."""
+    return _report("indexes")
+
+
+@app.task(name="maintenance.queries", **SLOW)
+def query_report() -> dict[str, Any]:
+    """Weekly: top queries and regressions from pg_stat_statements (or why it is off)."""
+    return _report("queries")
+
+
+@app.task(name="maintenance.vacuum", **SLOW)
+def vacuum_report() -> dict[str, Any]:
+    """Daily: tables whose dead tuples or stale statistics call for VACUUM or ANALYZE."""
+    return _report("vacuum")
