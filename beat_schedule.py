@@ -136,6 +136,37 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 300.0,
         "options": {"queue": "pipeline", "expires": 600.0},
     },
+    # Audit trail and compliance (docs/compliance.md).
+    "audit-config-check": {
+        "task": "compliance.config_check",
+        "schedule": 300.0,
+        "options": {"queue": "slow", "expires": 600.0},
+    },
+    "audit-chain-verify-and-anchor": {
+        "task": "compliance.audit_chain",
+        "schedule": crontab(minute=50),
+        "options": {"queue": "slow", "expires": HOUR_S / 2},
+    },
+    "breach-notification-clocks": {
+        "task": "compliance.breach_clocks",
+        "schedule": 300.0,
+        "options": {"queue": "slow", "expires": 600.0},
+    },
+    "privacy-checks-daily": {
+        "task": "compliance.privacy",
+        "schedule": crontab(hour=15, minute=15),
+        "options": {"queue": "slow", "expires": HOUR_S * 6},
+    },
+    "vulnerability-scan-weekly": {
+        "task": "compliance.vulnerability_scan",
+        "schedule": crontab(day_of_week="sun", hour=16, minute=15),
+        "options": {"queue": "slow", "expires": DAY_S},
+    },
+    "security-audit-report-monthly": {
+        "task": "compliance.monthly_report",
+        "schedule": crontab(day_of_month=1, hour=17, minute=0),
+        "options": {"queue": "slow", "expires": DAY_S},
+    },
     # Infrastructure and self-monitoring (docs/maintenance.md).
     "selfmon-heartbeat": {
         "task": "selfmon.heartbeat",
