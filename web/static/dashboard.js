@@ -305,7 +305,7 @@
 
   function drawChart(points) {
     const W = 600, H = 200, left = 44, bottom = 30, strip = 8;
-    const box = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
+    const box = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img" });
     const plotH = H - bottom - strip - 6;
     const values = points.flatMap((p) => [p.avg_ms, p.max_ms]).filter((v) => v !== null);
     const top = Math.max(10, ...values) * 1.1;
@@ -325,6 +325,14 @@
     if (points.length) {
       box.append(svg("path", { class: "maxline", d: path("max_ms") }));
       box.append(svg("path", { class: "line", d: path("avg_ms") }));
+      points.forEach((p, i) => {
+        if (p.avg_ms === null) return;
+        const dot = svg("circle", { class: "point", cx: String(x(i)), cy: String(y(p.avg_ms)), r: "2.5" });
+        const title = svg("title", {});
+        title.textContent = `${new Date(p.t).toLocaleString()}: ${ms(p.avg_ms)} avg, ${ms(p.max_ms)} max, ${p.up}/${p.total} up`;
+        dot.append(title);
+        box.append(dot);
+      });
       const width = Math.max(1, (W - left) / points.length - 1);
       points.forEach((p, i) => {
         if (!p.total) return;
