@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 from sqlalchemy import delete, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.orm import Session
 
 from core.insight import platform
@@ -207,7 +207,7 @@ def latest_kpis(session: Session, names: list[str] | None = None) -> list[KpiRea
     order of `names` when given (KPIs never computed are left out)."""
     newest = (
         select(KpiValue)
-        .distinct(KpiValue.kpi)
+        .ext(distinct_on(KpiValue.kpi))
         .order_by(KpiValue.kpi, KpiValue.bucket.desc(), KpiValue.period_start.desc())
     )
     if names is not None:
