@@ -77,6 +77,7 @@ def test_a_stopped_beat_and_a_stopped_worker_are_each_detected(
 
     # The worker reports its own host; beat's heartbeat runs on it; beat marks itself.
     row = wait_for("the worker's heartbeat", worker_row, timeout=60)
+    assert row is not None and row.memory is not None and row.disk is not None
     assert row.hostname.startswith("w1@") and 0 <= row.memory <= 1 and 0 <= row.disk <= 1
     with session_scope() as session:
         names = set(
