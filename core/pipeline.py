@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,10 +14,13 @@ from sqlalchemy.orm import Session
 
 from core.clock import utcnow
 from core.incidents import Problem, raise_problem, resolve_problem
+from core.logcontext import log_context
 from core.probing import ProbeResult
 from core.rollups import note_late_outcomes
 from models.config import EventopsConfig
 from models.tables import Check, Incident, Outcome
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -160,7 +164,8 @@ def record_outcomes(
     )
     for check in checks:
         results_in_order = sorted(fresh[check.id], key=lambda r: r.slot)
-        _apply(session, check, results_in_order, open_fingerprints, config, now, summary)
+        with log_context(check=check.name):
+            _apply(session, check, results_in_order, open_fingerprints, config, now, summary)
     return summary
 
 
@@ -197,6 +202,11 @@ def _apply(
         check.last_checked_at = result.observed_at
         check.last_latency_ms = result.latency_ms
         check.last_reason = result.reason
+        if transition.event:
+            verb = "opening" if transition.event == "open" else "resolving"
+            log.info(
+                "%s is %s (%s): %s its incident", check.name, check.status, result.reason, verb
+            )
         if transition.event == "open":
             incident_id = raise_problem(session, problem_for_check(check, result), config, now)
             open_fingerprints.add(fingerprint)

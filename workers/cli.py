@@ -41,6 +41,13 @@ def checked_config() -> EventopsConfig:
     return get_config()
 
 
+def _quiet_for_json_logs(argv: list[str]) -> list[str]:
+    """Celery's start-up banner is not JSON: leave it out when the logs are."""
+    from workers.logging_setup import json_logs
+
+    return ["--quiet", *argv] if json_logs() else argv
+
+
 @click.group()
 @click.pass_context
 def main(ctx: click.Context) -> None:
@@ -50,6 +57,11 @@ def main(ctx: click.Context) -> None:
         from workers.standalone import load_standalone_env
 
         load_standalone_env(Path(os.environ.get("EVENTOPS_VAR_DIR", ROOT / "var")))
+    # Before anything logs or warns; workers and beat set it again, with their --loglevel,
+    # through Celery's setup_logging signal.
+    from workers.logging_setup import configure_logging, settings_log_level
+
+    configure_logging(level=settings_log_level())
     if ctx.invoked_subcommand not in ("worker", "beat", "flower", "run"):
         # Those processes start Sentry from their own signals; a bad DSN never stops a command.
         from workers.observability import init_sentry_from_environment
@@ -100,7 +112,7 @@ def worker(queues: str, concurrency: int, loglevel: str, hostname: str | None) -
     argv = ["worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, "-E"]
     if hostname:
         argv += ["-n", hostname]
-    app.worker_main(argv)
+    app.worker_main(_quiet_for_json_logs(argv))
 
 
 @main.command()
@@ -115,7 +127,7 @@ def beat(loglevel: str) -> None:
     settings = get_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     schedule = settings.var_dir / "celerybeat-schedule"
-    app.start(["beat", "-l", loglevel, "-s", str(schedule)])
+    app.start(_quiet_for_json_logs(["beat", "-l", loglevel, "-s", str(schedule)]))
 
 
 @main.command()

@@ -107,7 +107,8 @@ class Settings(BaseSettings):
         "per line with task_id, task_name and check; the container image's default) or `text`.",
     )
     log_level: str = Field(
-        default="INFO", description="Log level of the CLI and Flower (workers and beat: --loglevel)."
+        default="WARNING",
+        description="Log level of the CLI and Flower; workers and beat take --loglevel (INFO).",
     )
 
     @field_validator("database_url")

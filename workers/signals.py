@@ -7,7 +7,7 @@ from typing import Any
 from celery.signals import beat_init, celeryd_init, worker_process_init, worker_process_shutdown
 
 from models import db
-from workers import runtime
+from workers import logging_setup, runtime, task_metrics  # noqa: F401  (their signals)
 from workers.observability import init_sentry_from_environment
 
 

@@ -1,0 +1,155 @@
+"""JSON logs: every line a worker writes is one JSON object naming its task and check."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+from click.testing import CliRunner
+
+from core.logcontext import log_context
+from core.schedule import sync_checks
+from models.config import load_config
+from models.db import session_scope
+from tests.processes import running_worker, wait_for
+from workers.logging_setup import configure_logging
+
+CONFIG = """
+platform_url: http://127.0.0.1:9
+network:
+  allow_internal: [127.0.0.0/8]
+checks:
+  - {name: api, url: "http://127.0.0.1:9/health", interval: 1h, timeout: 2s}
+channels:
+  - {name: hook, url: "json://127.0.0.1:9/hook"}
+policies:
+  critical:
+    steps: [{after: 0s, channels: [hook]}]
+"""
+
+
+def parse_lines(text: str) -> list[dict[str, object]]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines, "no log lines at all"
+    parsed = []
+    for line in lines:
+        try:
+            parsed.append(json.loads(line))
+        except json.JSONDecodeError:
+            pytest.fail(f"not a JSON line: {line!r}")
+    return parsed
+
+
+@pytest.fixture
+def root_logger_restored() -> object:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield root
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_a_line_logged_inside_a_check_context_names_the_check(root_logger_restored: object) -> None:
+    stream = io.StringIO()
+    configure_logging("json", "INFO", stream=stream)
+    log = logging.getLogger("eventops.test")
+    with log_context(check="stripe"):
+        log.info("probing %s", "stripe")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("it broke")
+    log.warning("outside")
+
+    inside, broke, outside = parse_lines(stream.getvalue())
+    assert inside["message"] == "probing stripe" and inside["check"] == "stripe"
+    assert inside["level"] == "INFO" and inside["logger"] == "eventops.test"
+    assert inside["task_id"] is None and inside["task_name"] is None
+    assert broke["check"] == "stripe" and "ValueError: boom" in str(broke["exception"])
+    assert outside["check"] is None and outside["message"] == "outside"
+    assert datetime.fromisoformat(str(inside["time"])).tzinfo == UTC
+
+
+def test_text_format_shows_the_context_at_the_end_of_the_line(
+    root_logger_restored: object,
+) -> None:
+    stream = io.StringIO()
+    configure_logging("text", "INFO", stream=stream)
+    with log_context(check="mapbox", task_id="abc", task_name="probes.run_batch"):
+        logging.getLogger("eventops.test").info("slow answer")
+    line = stream.getvalue().strip()
+    assert line.endswith("slow answer [probes.run_batch[abc] check=mapbox]")
+
+
+def test_a_real_worker_writes_only_json_lines_with_task_id_and_check(
+    clean_db: str, clean_redis: str, tmp_path: Path
+) -> None:
+    config_file = tmp_path / "eventops.yaml"
+    config_file.write_text(CONFIG)
+    with session_scope() as session:
+        sync_checks(session, load_config(config_file), now=datetime(2026, 1, 1, tzinfo=UTC))
+    env = {
+        **os.environ,
+        "EVENTOPS_DATABASE_URL": clean_db,
+        "EVENTOPS_BROKER_URL": clean_redis,
+        "EVENTOPS_CONFIG_FILE": str(config_file),
+        "EVENTOPS_VAR_DIR": str(tmp_path / "var"),
+        "EVENTOPS_LOG_FORMAT": "json",
+    }
+    log = tmp_path / "worker.log"
+    client = redis.Redis.from_url(clean_redis)
+    # Celery writes its shutdown notice to stdout itself; the log is stderr.
+    with running_worker(env, log, stdout=tmp_path / "stdout.txt"):
+        with Celery(broker=clean_redis) as sender:
+            sender.send_task("probes.dispatch_due", queue="pipeline")
+        wait_for(
+            lambda: client.hget("eventops:metrics:task:escalations.sweep", "count"),
+            60,
+            "the probe batch and the sweep it kicks to finish",
+        )
+
+    lines = parse_lines(log.read_text())
+    for line in lines:
+        assert {"time", "level", "logger", "message", "task_id", "task_name", "check"} <= set(
+            line
+        ), line
+
+    batch = [line for line in lines if line["task_name"] == "probes.run_batch"]
+    assert batch, "no line names the probe batch task"
+    assert len({line["task_id"] for line in batch}) == 1 and batch[0]["task_id"]
+    # The check went down and opened an incident: that line names the check and the task.
+    opening = [line for line in batch if "opening its incident" in str(line["message"])]
+    assert len(opening) == 1, batch
+    assert opening[0]["check"] == "api"
+    received = [line for line in lines if "received" in str(line["message"])]
+    assert received and all(line["task_id"] for line in received)
+    # Lines logged by a library's own threads inside the task (Apprise) still name it.
+    sweep = [line for line in lines if line["logger"] == "apprise"]
+    assert sweep and all(line["task_name"] == "escalations.sweep" for line in sweep)
+    assert any("shutdown" in str(line["message"]) for line in lines)
+
+
+def test_cli_commands_log_json_when_asked(
+    clean_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root_logger_restored: object
+) -> None:
+    from workers import settings as settings_module
+    from workers.cli import main
+
+    monkeypatch.setenv("EVENTOPS_LOG_FORMAT", "json")
+    monkeypatch.setenv("EVENTOPS_DATABASE_URL", clean_db)
+    settings_module.get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["checks", "list", "--json"], catch_exceptions=False)
+        assert result.exit_code == 0
+        handlers = [h for h in logging.getLogger().handlers if getattr(h, "_eventops_handler", 0)]
+        assert len(handlers) == 1
+        assert type(handlers[0].formatter).__name__ == "JsonFormatter"
+    finally:
+        settings_module.get_settings.cache_clear()
