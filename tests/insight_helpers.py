@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 from sqlalchemy import make_url
 
 from core.backups.tools import Conn
@@ -65,16 +64,10 @@ def execute(url: str, sql: str, params: Any = None) -> None:
 
 
 def copy_rows(url: str, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    with psycopg.connect(**_kwargs(url)) as db, db.cursor() as cursor:
-        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-
-
-def _kwargs(url: str) -> dict[str, Any]:
-    conn = Conn.from_url(url)
-    kwargs: dict[str, Any] = {"dbname": conn.dbname, "autocommit": True}
-    for key in ("host", "port", "user", "password"):
-        if getattr(conn, key):
-            kwargs[key] = getattr(conn, key)
-    return kwargs
+    with (
+        Conn.from_url(url).connect() as db,
+        db.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
