@@ -14,6 +14,14 @@ import click
 
 from models.config import ConfigError, EventopsConfig, load_config
 
+if __name__ == "__main__":
+    # `python -m workers.cli`: run the importable module instead of this __main__ copy, whose
+    # `workers.cli_*` imports at the bottom would import workers.cli a second time and find
+    # their own module half-initialized (ImportError).
+    from workers.cli import main as _main
+
+    _main()
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CONFIG = 2
