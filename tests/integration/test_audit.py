@@ -209,3 +209,55 @@ def test_config_change_is_audited_once_per_content(clean_db: str, tmp_path: Path
         ).all()
     assert rows[1].details["previous_sha256"] == rows[0].details["sha256"]
     assert verify().ok
+
+
+def test_operator_actions_on_incidents_and_silences_are_audited(clean_db: str) -> None:
+    from core import incidents
+    from core.incidents import Problem, raise_problem
+    from core.silences import create_silence, expire_silence
+
+    config = make_config()
+    with session_scope() as session:
+        incident_id = raise_problem(
+            session,
+            Problem(fingerprint="x:1", title="API down", severity="critical", summary="down"),
+            config,
+            T0,
+        )
+        silence = create_silence(
+            session, ["check=api"], by="bob", duration=timedelta(hours=1), now=T0
+        )
+        expire_silence(session, silence.id, T0 + timedelta(minutes=5), by="bob")
+    assert incident_id is not None
+    incidents.acknowledge(incident_id, "alice", now=T0 + timedelta(minutes=1))
+    incidents.note(incident_id, "rolling back", "alice", config, now=T0 + timedelta(minutes=2))
+    incidents.resolve(incident_id, "alice", config, now=T0 + timedelta(minutes=3))
+    incidents.reopen(incident_id, "carol", config, now=T0 + timedelta(minutes=4))
+    with session_scope() as session:
+        rows = session.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+        assert verify_chain(session).ok
+    assert [(r.actor, r.action, r.subject) for r in rows] == [
+        ("bob", "silence.create", "silence:1"),
+        ("bob", "silence.expire", "silence:1"),
+        ("alice", "incident.acknowledge", f"incident:{incident_id}"),
+        ("alice", "incident.note", f"incident:{incident_id}"),
+        ("alice", "incident.resolve", f"incident:{incident_id}"),
+        ("carol", "incident.reopen", f"incident:{incident_id}"),
+    ]
+    assert rows[0].details["matchers"] == ["check=api"]
+
+
+def test_backup_runs_are_audited_at_start_and_finish(clean_db: str) -> None:
+    from core.backups import jobs
+    from models.tables import Backup
+
+    with session_scope() as session:
+        claim = jobs.claim(session, Backup, "hourly", T0, T0, lease=timedelta(minutes=5))
+        assert jobs.finish(session, claim, state="succeeded", finished_at=T0 + timedelta(minutes=2))
+    with session_scope() as session:
+        rows = session.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    assert [(r.action, r.subject, r.details.get("state")) for r in rows] == [
+        ("backup.start", f"backups:{claim.row_id}", None),
+        ("backup.finish", f"backups:{claim.row_id}", "succeeded"),
+    ]
+    assert rows[1].at == T0 + timedelta(minutes=2)
