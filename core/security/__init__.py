@@ -1,0 +1,1 @@
+"""Security event detection: sources, the detectors, bans and the daily analysis (issue 5)."""

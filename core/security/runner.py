@@ -1,0 +1,195 @@
+"""One security tick: read new events from every source, run each detector over the window
+since its last run, deliver ban webhooks, prune old events. Also unban."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from core.backups.tools import Conn
+from core.incidents import add_event
+from core.security import api_abuse, data_access, failed_logins, signatures
+from core.security.findings import detector_window, jsonable, set_cursor
+from core.security.sources import ingest
+from models.config import EventopsConfig
+from models.security import SecurityBan, SecurityEvent
+
+log = logging.getLogger(__name__)
+
+Detect = Callable[[Session, EventopsConfig, datetime, datetime, datetime], dict[str, Any]]
+
+WEBHOOK_ATTEMPTS = 5
+
+
+def detectors(config: EventopsConfig) -> dict[str, tuple[Detect, timedelta | None, bool]]:
+    """name -> (detect, bucket or None for event-time windows, enabled)."""
+    security = config.security
+    return {
+        failed_logins.DETECTOR: (failed_logins.detect, None, security.failed_logins.enabled),
+        api_abuse.DETECTOR: (
+            api_abuse.detect,
+            security.api_abuse.bucket,
+            security.api_abuse.enabled,
+        ),
+        data_access.DETECTOR: (
+            data_access.detect,
+            security.data_access.bucket,
+            security.data_access.enabled,
+        ),
+        signatures.DETECTOR: (
+            signatures.detect,
+            security.signatures.bucket,
+            security.signatures.enabled,
+        ),
+    }
+
+
+def run_detector(
+    session: Session,
+    config: EventopsConfig,
+    name: str,
+    now: datetime,
+    since: datetime | None = None,
+) -> dict[str, Any]:
+    """Run one detector over the window since its last run (or from `since`), then move its
+    mark. A re-run over the same window finds the same findings and adds none."""
+    table = detectors(config)
+    if name not in table:
+        raise KeyError(f"unknown detector {name!r} (known: {', '.join(table)})")
+    detect, bucket, _ = table[name]
+    security = config.security
+    start, until = detector_window(
+        session, name, now, security.settle, security.first_lookback, bucket
+    )
+    if since is not None:
+        start = since
+    if until <= start:
+        return {"window": None}
+    summary = detect(session, config, start, until, now)
+    set_cursor(session, f"detector:{name}", until.isoformat(), now)
+    return {"since": start.isoformat(), "until": until.isoformat(), **summary}
+
+
+def tick(
+    session_factory: Callable[[], Any],
+    config: EventopsConfig,
+    platform: Conn | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Ingest, detect, notify, prune; each step in a transaction of its own so one failing
+    detector does not hold back the others."""
+    security = config.security
+    if not security.enabled:
+        return {"skipped": "security is disabled in the config"}
+    summary: dict[str, Any] = {}
+    with session_factory() as session:
+        summary["sources"] = ingest(session, list(security.sources), platform, now)
+    for name, (_, _, enabled) in detectors(config).items():
+        if not enabled:
+            continue
+        with session_factory() as session:
+            summary[name] = run_detector(session, config, name, now)
+    with session_factory() as session:
+        summary["webhooks"] = deliver_webhooks(session, config)
+    with session_factory() as session:
+        pruned = session.execute(
+            delete(SecurityEvent).where(SecurityEvent.at < now - security.keep_events)
+        )
+        summary["pruned"] = getattr(pruned, "rowcount", 0)
+    return summary
+
+
+def ban_payload(ban: SecurityBan, event: str) -> dict[str, Any]:
+    payload: dict[str, Any] = jsonable(
+        {
+            "event": event,
+            "id": ban.id,
+            "kind": ban.kind,
+            "value": ban.value,
+            "jail": ban.jail,
+            "reason": ban.reason,
+            "banned_at": ban.banned_at,
+            "until": ban.until,
+            "offence_count": ban.offence_count,
+            "lifted_at": ban.lifted_at,
+            "evidence": ban.evidence,
+        }
+    )
+    return payload
+
+
+def deliver_webhooks(session: Session, config: EventopsConfig, limit: int = 50) -> dict[str, int]:
+    """POST each pending ban to the webhook; a failure stays pending for the next tick, up to
+    WEBHOOK_ATTEMPTS. Rows are claimed with SKIP LOCKED so two ticks never send one twice."""
+    url = config.security.failed_logins.webhook_url
+    if url is None:
+        return {}
+    pending = list(
+        session.scalars(
+            select(SecurityBan)
+            .where(SecurityBan.webhook_state == "pending")
+            .order_by(SecurityBan.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    sent = failed = 0
+    with httpx.Client(timeout=5.0) as client:
+        for ban in pending:
+            ban.webhook_attempts += 1
+            event = "unban" if ban.lifted_at is not None else "ban"
+            try:
+                response = client.post(url, json=ban_payload(ban, event))
+                response.raise_for_status()
+            except httpx.HTTPError as error:
+                log.warning("ban webhook for ban %s failed: %s", ban.id, type(error).__name__)
+                failed += 1
+                if ban.webhook_attempts >= WEBHOOK_ATTEMPTS:
+                    ban.webhook_state = "failed"
+                continue
+            ban.webhook_state = "sent"
+            sent += 1
+    return {"sent": sent, "failed": failed}
+
+
+def unban(
+    session: Session,
+    config: EventopsConfig,
+    value: str,
+    kind: str,
+    by: str,
+    now: datetime,
+) -> list[int]:
+    """Lift every active ban of `value`; each lift is an event on its incident."""
+    bans = list(
+        session.scalars(
+            select(SecurityBan).where(
+                SecurityBan.kind == kind,
+                SecurityBan.value == value,
+                SecurityBan.lifted_at.is_(None),
+                SecurityBan.until > now,
+            )
+        )
+    )
+    for ban in bans:
+        session.execute(
+            update(SecurityBan)
+            .where(SecurityBan.id == ban.id)
+            .values(
+                lifted_at=now,
+                lifted_by=by,
+                webhook_state="pending" if config.security.failed_logins.webhook_url else None,
+                webhook_attempts=0,
+            )
+        )
+        if ban.incident_id is not None:
+            add_event(
+                session, ban.incident_id, now, "unban", actor=by, detail=f"{kind} {value} unbanned"
+            )
+    return [ban.id for ban in bans]
