@@ -264,7 +264,7 @@ def series(session: Session, check_id: int, since: datetime, until: datetime) ->
         resolution = "hour" if until - since > timedelta(days=2) else "minute"
         try:
             points = _adapt_rollup_points(
-                rollup_series(session, check_id, since, until, resolution)
+                rollup_series(session, check_id, since, until, resolution), since, until
             )
             source = f"rollups ({resolution})"
         except Exception:  # another duty's shape changed: the raw outcomes still answer
@@ -314,36 +314,33 @@ def _raw_series(
     ]
 
 
-_TIME_KEYS = ("t", "bucket", "at", "start", "ts", "time", "bucket_start")
-_AVG_KEYS = ("avg_ms", "avg_latency_ms", "latency_avg_ms", "mean_latency_ms", "latency_ms")
-_MAX_KEYS = ("max_ms", "max_latency_ms", "latency_max_ms")
-_UP_KEYS = ("up", "ups", "up_count", "successes", "n_up")
-_TOTAL_KEYS = ("total", "count", "n", "outcomes", "n_total")
-
-
-def _pick(row: dict[str, Any], keys: Sequence[str], required: bool = True) -> Any:
-    for key in keys:
-        if key in row:
-            return row[key]
-    if required:
-        raise KeyError(f"none of {keys} in a rollup point")
-    return None
-
-
-def _adapt_rollup_points(raw: Any) -> list[dict[str, Any]]:
-    points = []
+def _adapt_rollup_points(raw: Any, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    """core.rollups.series' points ({bucket, up, down, missed, avg_ms, max_ms, ...}) merged
+    into the chart's buckets (at most MAX_POINTS), latency averaged by probe count."""
+    bucket = bucket_for(until - since)
+    merged: dict[datetime, dict[str, Any]] = {}
     for row in raw:
-        t = _pick(row, _TIME_KEYS)
-        points.append(
-            {
-                "t": t.isoformat() if isinstance(t, datetime) else str(t),
-                "avg_ms": _round(_pick(row, _AVG_KEYS)),
-                "max_ms": _round(_pick(row, _MAX_KEYS, required=False)),
-                "up": int(_pick(row, _UP_KEYS)),
-                "total": int(_pick(row, _TOTAL_KEYS)),
-            }
-        )
-    return points
+        at: datetime = row["bucket"]
+        key = since + ((at - since) // bucket) * bucket if at >= since else since
+        up, down = int(row["up"]), int(row["down"])
+        point = merged.setdefault(key, {"sum": 0.0, "n": 0, "max": None, "up": 0, "total": 0})
+        point["up"] += up
+        point["total"] += up + down
+        if row.get("avg_ms") is not None and up + down:
+            point["sum"] += float(row["avg_ms"]) * (up + down)
+            point["n"] += up + down
+        if row.get("max_ms") is not None:
+            point["max"] = max(point["max"] or 0.0, float(row["max_ms"]))
+    return [
+        {
+            "t": _iso(key),
+            "avg_ms": _round(p["sum"] / p["n"]) if p["n"] else None,
+            "max_ms": _round(p["max"]),
+            "up": p["up"],
+            "total": p["total"],
+        }
+        for key, p in sorted(merged.items())
+    ]
 
 
 def uptime(

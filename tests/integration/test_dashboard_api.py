@@ -236,6 +236,11 @@ def test_the_check_list_shows_states_heartbeats_uptime_and_the_chart_from_outcom
         assert sum(p["total"] for p in series["points"]) == 10
         assert series["uptime"] == pytest.approx(0.7)
         assert series["source"] == "outcomes"
+        # A day's chart reads the rollups (the not-yet-rolled edge from raw outcomes).
+        day = client.get(f"/api/checks/{ids['supabase']}/series?window=24h").json()
+        assert sum(p["total"] for p in day["points"]) == 10
+        assert sum(p["up"] for p in day["points"]) == 7
+        assert len(day["points"]) <= 120
         detail = client.get(f"/api/checks/{ids['supabase']}").json()
         assert detail["uptime"]["24h"] == pytest.approx(0.7)
 
