@@ -776,5 +776,10 @@ from workers.cli_insight import insight  # noqa: E402
 main.add_command(insight)
 
 
+from workers.cli_maintenance import maintenance  # noqa: E402
+
+main.add_command(maintenance)
+
+
 if __name__ == "__main__":
     main()
