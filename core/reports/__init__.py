@@ -1,0 +1,1 @@
+"""Reports: the weekly performance report and the registry of written reports."""
