@@ -63,6 +63,11 @@ def _persisted_secret(path: Path, nbytes: int) -> str:
         try:
             handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
+            # Another process is writing it this instant: wait for its content.
+            for _ in range(50):
+                if value := path.read_text().strip():
+                    return value
+                time.sleep(0.02)
             return path.read_text().strip()
         with os.fdopen(handle, "w") as out:
             out.write(value + "\n")

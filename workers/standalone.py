@@ -26,6 +26,7 @@ from workers.embedded import EmbeddedPostgres, EmbeddedRedis
 from workers.settings import Settings, get_config
 
 FLOWER_PORT = 5555
+DASHBOARD_PORT = 8600
 DEMO_PLATFORM_DB = "eventops_demo_platform"
 STANDALONE_ENV = "standalone.env"
 
@@ -81,6 +82,7 @@ class Standalone:
             self._spawn("worker", [*cli, "worker", "-c", "2", "-n", "standalone@%h"], env)
             self._spawn("beat", [*cli, "beat"], env)
             self._spawn("flower", [*cli, "flower", "--port", str(FLOWER_PORT)], env)
+            self._spawn("dashboard", [*cli, "dashboard", "--port", str(DASHBOARD_PORT)], env)
             self._banner(config.platform_url, demo_port, env)
             return self._watch()
 
@@ -184,6 +186,10 @@ class Standalone:
             f"  Flower (tasks)     http://127.0.0.1:{FLOWER_PORT}   (login {user} / "
             "EVENTOPS_FLOWER_PASSWORD, default 'eventops')"
         )
+        click.echo(
+            f"  Dashboard (live)   http://127.0.0.1:{DASHBOARD_PORT}   (login "
+            f"{self.settings.dashboard_user} / {self._dashboard_password()})"
+        )
         if demo_port:
             click.echo(f"  Demo platform      {platform_url}   (supabase fails on purpose)")
             click.echo(f"  Notifications      {platform_url}/hooks")
@@ -202,6 +208,14 @@ class Standalone:
         click.echo(f"  Database           {env['EVENTOPS_DATABASE_URL']}")
         click.echo("")
         click.echo("Incidents and notifications appear below as they happen.")
+
+    def _dashboard_password(self) -> str:
+        """The generated password is shown (it lives in var/, 0600); a configured one is not."""
+        from web.auth import dashboard_password
+
+        if self.settings.dashboard_password is not None:
+            return "EVENTOPS_DASHBOARD_PASSWORD"
+        return dashboard_password(self.settings)
 
     def _watch(self) -> int:
         def stop(signum: int, _frame: object) -> None:
@@ -239,7 +253,7 @@ class Standalone:
 
     def _stop_children(self) -> None:
         # Beat first (no new ticks), then the worker (warm shutdown finishes running tasks).
-        for name in ("beat", "flower", "worker", "demo"):
+        for name in ("beat", "flower", "dashboard", "worker", "demo"):
             child = self.children.get(name)
             if child and child.poll() is None:
                 child.send_signal(signal.SIGTERM)
