@@ -57,14 +57,13 @@ _BUCKET_SQL = (
     f"LEAST({LAST_BUCKET}, floor(ln(latency_ms) / ln({RATIO}))::int + 1) END"
 )
 
-# One minute bucket per (check, minute) of the raw outcomes in [:start, :end): the rollup
-# row's columns. `{extra}` narrows it (to dirty buckets).
+# One minute bucket per (check, minute) of the raw outcomes `{source}` picks (a time range,
+# or the dirty buckets): the rollup row's columns.
 _MINUTE_SELECT = f"""
     WITH raw AS (
-        SELECT check_id, date_trunc('minute', slot, 'UTC') AS bucket, status, latency_ms,
-               {_BUCKET_SQL} AS idx
-        FROM outcomes
-        WHERE slot >= :start AND slot < :end {{extra}}
+        SELECT o.check_id, date_trunc('minute', o.slot, 'UTC') AS bucket, o.status,
+               o.latency_ms, {_BUCKET_SQL} AS idx
+        FROM outcomes o {{source}}
     ),
     agg AS (
         SELECT check_id, bucket,
@@ -90,13 +89,12 @@ _MINUTE_SELECT = f"""
     FROM agg LEFT JOIN hist USING (check_id, bucket)
 """
 
-# Hours summed from minute rollups in [:start, :end).
+# Hours summed from the minute rollups `{source}` picks.
 _HOUR_SELECT = """
     WITH m AS (
-        SELECT check_id, date_trunc('hour', bucket, 'UTC') AS hour, up, down, missed,
+        SELECT o.check_id, date_trunc('hour', o.bucket, 'UTC') AS hour, up, down, missed,
                latency_count, latency_sum, latency_min, latency_max, histogram
-        FROM outcome_rollups_minute
-        WHERE bucket >= :start AND bucket < :end {extra}
+        FROM outcome_rollups_minute o {source}
     ),
     agg AS (
         SELECT check_id, hour, sum(up) AS up, sum(down) AS down, sum(missed) AS missed,
@@ -131,9 +129,12 @@ _UPSERT = f"""
         latency_min = excluded.latency_min, latency_max = excluded.latency_max,
         histogram = excluded.histogram
 """
-_DIRTY_FILTER = (
-    "AND (check_id, {bucket}) IN (SELECT * FROM unnest(CAST(:ids AS int[]), "
-    "CAST(:buckets AS timestamptz[])))"
+_RANGE_SOURCE = "WHERE o.{column} >= :start AND o.{column} < :end"
+# Dirty buckets are few and scattered: one index probe on (check_id, slot) each.
+_DIRTY_SOURCE = (
+    "JOIN unnest(CAST(:ids AS int[]), CAST(:buckets AS timestamptz[])) AS d(check_id, bucket) "
+    "ON o.check_id = d.check_id AND o.{column} >= d.bucket "
+    "AND o.{column} < d.bucket + CAST(:width AS interval)"
 )
 
 # One rollup run at a time: a second one (two beats, a redelivery) skips.
@@ -285,21 +286,21 @@ def _roll(
     end: datetime,
     pairs: Sequence[tuple[int, datetime]] = (),
 ) -> int:
-    """Recompute the rollup rows of [start, end) (only `pairs` if given). Returns rows written."""
+    """Recompute the rollup rows of [start, end), or of the (check id, bucket) `pairs` when
+    given. Returns rows written."""
     table = f"outcome_rollups_{resolution}"
     template = _MINUTE_SELECT if resolution == "minute" else _HOUR_SELECT
+    column = "slot" if resolution == "minute" else "bucket"
     params: dict[str, Any] = {"start": start, "end": end}
-    extra = ""
+    source = _RANGE_SOURCE.format(column=column)
     if pairs:
-        bucket_sql = (
-            "date_trunc('minute', slot, 'UTC')"
-            if resolution == "minute"
-            else "date_trunc('hour', bucket, 'UTC')"
-        )
-        extra = _DIRTY_FILTER.format(bucket=bucket_sql)
-        params["ids"] = [p[0] for p in pairs]
-        params["buckets"] = [p[1] for p in pairs]
-    sql = _UPSERT.format(table=table, select=template.format(extra=extra))
+        source = _DIRTY_SOURCE.format(column=column)
+        params = {
+            "ids": [p[0] for p in pairs],
+            "buckets": [p[1] for p in pairs],
+            "width": MINUTE if resolution == "minute" else HOUR,
+        }
+    sql = _UPSERT.format(table=table, select=template.format(source=source))
     result = session.execute(text(sql), params)
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -586,7 +587,9 @@ def series(
         take(stored("outcome_rollups_minute", minute_from, min(minute_mark, until)), to_hour)
     raw_from = max(minute_from, minute_mark)
     if raw_from <= until:
-        live = _MINUTE_SELECT.format(extra="AND check_id = :id")
+        live = _MINUTE_SELECT.format(
+            source=_RANGE_SOURCE.format(column="slot") + " AND o.check_id = :id"
+        )
         take(
             session.execute(
                 text(live),

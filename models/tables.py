@@ -80,13 +80,17 @@ class Check(Base):
 
 
 class Outcome(Base):
-    """One probe of one check for one scheduled slot; (check, slot) is the idempotency key."""
+    """One probe of one check for one scheduled slot; (check, slot) is the idempotency key.
+
+    Range-partitioned by `slot`, one partition a day plus a default one (migration 0005,
+    core/partitions.py); every unique key of a partitioned table includes `slot`.
+    """
 
     __tablename__ = "outcomes"
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     check_id: Mapped[int] = mapped_column(ForeignKey("checks.id", ondelete="CASCADE"))
-    slot: Mapped[datetime]
+    slot: Mapped[datetime] = mapped_column(primary_key=True)
     observed_at: Mapped[datetime]
     status: Mapped[str] = mapped_column(Text)  # up | down | missed
     latency_ms: Mapped[float | None]
@@ -94,7 +98,13 @@ class Outcome(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (UniqueConstraint("check_id", "slot", name="uq_outcomes_check_slot"),)
+    __table_args__ = (
+        UniqueConstraint("check_id", "slot", name="uq_outcomes_check_slot"),
+        # The rollup and retention read by time range across every check; a BRIN index is
+        # tiny and nearly free to maintain because slots arrive in time order.
+        Index("ix_outcomes_slot", "slot", postgresql_using="brin"),
+        {"postgresql_partition_by": "RANGE (slot)"},
+    )
 
 
 class Incident(Base):
@@ -349,4 +359,4 @@ class RestoreRun(Base):
 
 # Every duty keeps its tables in a module of its own; importing them here puts them all on
 # Base.metadata, which Alembic, the tests' TRUNCATE and create_all read.
-from models import compliance, insight, logs, maintenance, security  # noqa: E402,F401
+from models import compliance, insight, logs, maintenance, rollups, security  # noqa: E402,F401
