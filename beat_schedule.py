@@ -167,6 +167,18 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": crontab(day_of_month=1, hour=17, minute=0),
         "options": {"queue": "slow", "expires": DAY_S},
     },
+    # Security event detection (docs/security.md): new events and every detector each minute;
+    # 19:05 UTC is 08:05 in Auckland (NZDT), when the previous local day is complete.
+    "security-tick": {
+        "task": "security.tick",
+        "schedule": 60.0,
+        "options": {"queue": "slow", "expires": 120.0},
+    },
+    "security-daily-analysis": {
+        "task": "security.daily_analysis",
+        "schedule": crontab(hour=19, minute=5),
+        "options": {"queue": "slow", "expires": HOUR_S * 6},
+    },
     # Infrastructure and self-monitoring (docs/maintenance.md).
     "selfmon-heartbeat": {
         "task": "selfmon.heartbeat",

@@ -781,5 +781,10 @@ from workers.cli_maintenance import maintenance  # noqa: E402
 main.add_command(maintenance)
 
 
+from workers.cli_security import security  # noqa: E402
+
+main.add_command(security)
+
+
 if __name__ == "__main__":
     main()
