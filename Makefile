@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format venv clean
+.PHONY: run test lint format venv clean docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy workers tasks core models demo bench web beat_schedule.py
+
+# The configuration reference is generated from the pydantic models, so it cannot drift.
+docs: $(STAMP)
+	$(BIN)/python -m workers.config_reference > docs/config-reference.md
 
 format: $(STAMP)
 	$(BIN)/ruff format .

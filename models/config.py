@@ -78,7 +78,7 @@ class _Strict(BaseModel):
 class CheckConfig(_Strict):
     """One HTTP health check of the platform."""
 
-    name: Slug
+    name: Slug = Field(description="Unique name; used in incidents, labels and commands.")
     url: str = Field(description="Target URL; `{platform_url}` is replaced by the platform URL.")
     interval: Duration = Field(description="How often the check runs.")
     timeout: Duration = Field(description="The whole probe's deadline, body included.")
@@ -88,14 +88,19 @@ class CheckConfig(_Strict):
     recovery_threshold: int = Field(
         default=2, ge=1, description="Consecutive successes that resolve the incident."
     )
-    severity: Severity = "critical"
-    method: Literal["GET", "HEAD", "POST"] = "GET"
+    severity: Severity = Field(default="critical", description="Severity of its incidents.")
+    method: Literal["GET", "HEAD", "POST"] = Field(default="GET", description="HTTP method.")
     expected_status: list[int] = Field(
         default_factory=lambda: list(range(200, 300)),
         description="HTTP statuses that count as up (default: any 2xx).",
     )
-    max_body_bytes: int = Field(default=1_048_576, ge=0, le=64 * 1_048_576)
-    enabled: bool = True
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=0,
+        le=64 * 1_048_576,
+        description="A longer body is a failure (body_too_large); bounds what a probe reads.",
+    )
+    enabled: bool = Field(default=True, description="A disabled check is kept but not probed.")
     group: str | None = Field(
         default=None, description="Service group for grouping and silences (default: the name)."
     )
@@ -104,7 +109,9 @@ class CheckConfig(_Strict):
         description="Checks this one needs: while one of them is down, this check's incidents "
         "are suppressed and linked to the parent's.",
     )
-    category: Category = "availability"
+    category: Category = Field(
+        default="availability", description="What kind of problem its incidents are."
+    )
     impact: str | None = Field(default=None, description="What users lose when this fails.")
 
     @field_validator("url")
@@ -152,7 +159,7 @@ class CheckConfig(_Strict):
 class ChannelConfig(_Strict):
     """A notification channel: an Apprise URL, kept secret because it carries tokens."""
 
-    name: Slug
+    name: Slug = Field(description="Unique name that policies and fallbacks refer to.")
     url: SecretStr = Field(description="Apprise URL (json://, slack://, mailto://, pagerduty://).")
     fallback: str | None = Field(
         default=None, description="Channel that gets the message after `fallback_after` failures."
@@ -194,7 +201,7 @@ Matchers = Annotated[list[str], AfterValidator(_check_matchers)]
 class RuleConfig(_Strict):
     """An alert rule: `metric aggregate over window <op> threshold` fires an incident."""
 
-    name: Slug
+    name: Slug = Field(description="Unique name; part of the incident fingerprint.")
     metric: str = Field(
         description="response_time, error_rate or uptime (from outcomes), or any metric name "
         "written to the metrics table (memory_usage, user_registrations, ...)."
@@ -202,10 +209,12 @@ class RuleConfig(_Strict):
     aggregate: Aggregate = Field(
         default="avg", description="How the window's samples become one value."
     )
-    window: Duration = Field(default=timedelta(minutes=15))
-    op: Comparison
-    threshold: float
-    severity: Severity
+    window: Duration = Field(
+        default=timedelta(minutes=15), description="How far back the samples reach."
+    )
+    op: Comparison = Field(description="How the value compares with the threshold to fire.")
+    threshold: float = Field(description="The value the aggregate is compared with.")
+    severity: Severity = Field(description="Severity of the incident it opens.")
     checks: list[str] = Field(
         default_factory=list,
         description="Checks the rule applies to (outcome metrics; all if empty).",
@@ -224,8 +233,12 @@ class RuleConfig(_Strict):
     escalate_after: Duration | None = Field(
         default=None, description="Delay before the first page (default: the policy's)."
     )
-    category: Category = "performance"
-    description: str | None = None
+    category: Category = Field(
+        default="performance", description="What kind of problem its incidents are."
+    )
+    description: str | None = Field(
+        default=None, description="Shown in the incident and the notification."
+    )
     baseline: Duration | None = Field(
         default=None,
         description="Compare with the past (metrics-table rules): the value becomes the "
@@ -263,8 +276,10 @@ class RuleConfig(_Strict):
 class StepConfig(_Strict):
     """One rung of an escalation chain: after this long, tell these channels."""
 
-    after: Duration = timedelta(0)
-    channels: list[str] = Field(min_length=1)
+    after: Duration = Field(
+        default=timedelta(0), description="Delay after the incident opened before this rung."
+    )
+    channels: list[str] = Field(min_length=1, description="Channels this rung notifies.")
 
 
 class PolicyConfig(_Strict):
@@ -310,11 +325,15 @@ def _default_policies() -> dict[Severity, PolicyConfig]:
 class WeeklyWindow(_Strict):
     """A recurring maintenance window: every `day` from `start` for `duration`, local time."""
 
-    name: str
-    matchers: Matchers = Field(min_length=1)
-    day: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+    name: str = Field(description="Unique name of the window.")
+    matchers: Matchers = Field(
+        min_length=1, description="Incidents whose labels match all of these are silenced."
+    )
+    day: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = (
+        Field(description="Day of the week it starts, local time.")
+    )
     start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local time.")
-    duration: Duration
+    duration: Duration = Field(description="How long the window lasts.")
 
 
 class NotificationConfig(_Strict):
@@ -338,17 +357,17 @@ class NotificationConfig(_Strict):
 class RetentionConfig(_Strict):
     """How many backups of each tier to keep (the newest per hour, day, ISO week, month)."""
 
-    hourly: int = Field(default=24, ge=0)
-    daily: int = Field(default=7, ge=0)
-    weekly: int = Field(default=4, ge=0)
-    monthly: int = Field(default=12, ge=0)
+    hourly: int = Field(default=24, ge=0, description="Newest backup of each of the last N hours.")
+    daily: int = Field(default=7, ge=0, description="Newest backup of each of the last N days.")
+    weekly: int = Field(default=4, ge=0, description="Newest of each of the last N ISO weeks.")
+    monthly: int = Field(default=12, ge=0, description="Newest of each of the last N months.")
 
 
 class FilesBackupConfig(_Strict):
     """A directory of uploaded files, backed up incrementally with a SHA-256 manifest."""
 
-    name: str
-    directory: Path
+    name: str = Field(description="Unique name of this set of files.")
+    directory: Path = Field(description="Directory whose files are backed up.")
 
 
 class NetworkConfig(_Strict):
@@ -379,7 +398,7 @@ class BackupsConfig(_Strict):
     """Backups of the platform database (its URL and the encryption key are settings:
     EVENTOPS_PLATFORM_DATABASE_URL and EVENTOPS_BACKUP_KEY)."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Take, verify and prune backups.")
     directory: Path | None = Field(
         default=None, description="Where backups are written (default: EVENTOPS_VAR_DIR/backups)."
     )
@@ -405,7 +424,10 @@ class BackupsConfig(_Strict):
 class EventopsConfig(_Strict):
     """The whole config file."""
 
-    platform_url: str = "http://127.0.0.1:8400"
+    platform_url: str = Field(
+        default="http://127.0.0.1:8400",
+        description="Base URL of the monitored platform; `{platform_url}` in check URLs.",
+    )
     timezone: str = Field(
         default="Pacific/Auckland", description="For the digest and maintenance windows."
     )

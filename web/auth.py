@@ -82,14 +82,22 @@ def secret_file(settings: Settings) -> Path:
     return settings.var_dir / "dashboard.secret"
 
 
+def password_source(settings: Settings) -> str:
+    """Where the password comes from, for banners (never the password itself)."""
+    if settings.dashboard_password is not None and settings.dashboard_password.get_secret_value():
+        return "EVENTOPS_DASHBOARD_PASSWORD"
+    return str(password_file(settings))
+
+
 def dashboard_password(settings: Settings) -> str:
-    if settings.dashboard_password is not None:
+    # An empty value (compose's `${VAR:-}`) counts as unset.
+    if settings.dashboard_password is not None and settings.dashboard_password.get_secret_value():
         return settings.dashboard_password.get_secret_value()
     return _persisted_secret(password_file(settings), 12)
 
 
 def dashboard_secret(settings: Settings) -> str:
-    if settings.dashboard_secret is not None:
+    if settings.dashboard_secret is not None and settings.dashboard_secret.get_secret_value():
         return settings.dashboard_secret.get_secret_value()
     return _persisted_secret(secret_file(settings), 32)
 

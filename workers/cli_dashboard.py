@@ -28,18 +28,14 @@ def _serve(port: int, address: str) -> None:
     import uvicorn
 
     from web.app import create_app
-    from web.auth import password_file
+    from web.auth import password_source
     from workers.settings import get_config, get_settings
 
     settings = get_settings()
     get_config()  # a bad config file stops here with its field paths, exit 2
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
-    where = (
-        "EVENTOPS_DASHBOARD_PASSWORD"
-        if settings.dashboard_password is not None
-        else str(password_file(settings))
-    )
+    where = password_source(settings)
     click.echo(
         f"eventops: dashboard on http://{address}:{port}  (login {settings.dashboard_user}, "
         f"password in {where})",

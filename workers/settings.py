@@ -40,9 +40,13 @@ class Settings(BaseSettings):
     platform_url: str | None = Field(
         default=None, description="Overrides `platform_url` of the config file."
     )
-    config_file: Path = Field(default=ROOT / "config" / "eventops.yaml")
+    config_file: Path = Field(
+        default=ROOT / "config" / "eventops.yaml", description="The YAML config file to load."
+    )
     var_dir: Path = Field(default=ROOT / "var", description="Embedded servers' data and logs.")
-    probe_batch_size: int = Field(default=100, ge=1, le=5000)
+    probe_batch_size: int = Field(
+        default=100, ge=1, le=5000, description="Probes per `probes.run_batch` task."
+    )
     dispatch_limit: int = Field(
         default=20_000, ge=1, description="Most checks one dispatch tick claims."
     )
@@ -59,8 +63,11 @@ class Settings(BaseSettings):
         description="Healthchecks-style ping URL (https://hc-ping.com/<uuid>), pinged every "
         "30 s while eventops' self-checks pass and at <url>/fail when one fails; unset: off.",
     )
-    flower_user: str = "admin"
-    flower_password: SecretStr = SecretStr("eventops")
+    flower_user: str = Field(default="admin", description="Flower's basic-auth user name.")
+    flower_password: SecretStr = Field(
+        default=SecretStr("eventops"),
+        description="Flower's basic-auth password; the default is for a laptop only.",
+    )
     sentry_dsn: SecretStr | None = Field(
         default=None, description="Sentry DSN; unset means Sentry is off and nothing is sent."
     )

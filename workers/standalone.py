@@ -211,11 +211,10 @@ class Standalone:
 
     def _dashboard_password(self) -> str:
         """The generated password is shown (it lives in var/, 0600); a configured one is not."""
-        from web.auth import dashboard_password
+        from web.auth import dashboard_password, password_source
 
-        if self.settings.dashboard_password is not None:
-            return "EVENTOPS_DASHBOARD_PASSWORD"
-        return dashboard_password(self.settings)
+        source = password_source(self.settings)
+        return source if source.startswith("EVENTOPS_") else dashboard_password(self.settings)
 
     def _watch(self) -> int:
         def stop(signum: int, _frame: object) -> None:

@@ -135,7 +135,7 @@ def test_app_service_commands_are_registered_cli_commands_with_existing_options(
     services: dict[str, dict[str, Any]],
 ) -> None:
     apps = app_services(services)
-    assert set(apps) == {"migrate", "worker-probes", "worker-slow", "beat", "flower"}
+    assert set(apps) == {"migrate", "worker-probes", "worker-slow", "beat", "flower", "dashboard"}
     for name, svc in apps.items():
         args = svc["command"]
         assert isinstance(args, list) and all(isinstance(a, str) for a in args), name
@@ -221,6 +221,18 @@ def test_flower_is_published_and_listens_beyond_localhost(
     flower = services["flower"]
     assert option_value(flower["command"], "--address") == "0.0.0.0"
     assert any(str(port).endswith("5555:5555") for port in flower["ports"])
+
+
+def test_dashboard_is_published_listens_beyond_localhost_and_keeps_its_secrets(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    dashboard = services["dashboard"]
+    assert option_value(dashboard["command"], "--address") == "0.0.0.0"
+    port = option_value(dashboard["command"], "--port")
+    assert any(str(p) == f"{port}:{port}" for p in dashboard["ports"])
+    assert "/healthz" in " ".join(dashboard["healthcheck"]["test"])
+    # The generated password and cookie secret live in var/, which must be a volume.
+    assert any(str(v).endswith(":/app/var") for v in dashboard["volumes"])
 
 
 def test_dockerfile_installs_every_package_and_runs_eventops_as_non_root() -> None:
