@@ -136,6 +136,34 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 300.0,
         "options": {"queue": "pipeline", "expires": 600.0},
     },
+    # Logs, capacity and the weekly report (docs/reports.md). Ingestion reads only what is
+    # new; a tick that waited behind a long job expires, and the next one reads it all.
+    "ingest-logs": {
+        "task": "logs.ingest",
+        "schedule": 60.0,
+        "options": {"queue": "slow", "expires": 55.0},
+    },
+    "analyze-error-patterns": {
+        "task": "logs.patterns",
+        "schedule": 120.0,
+        "options": {"queue": "slow", "expires": 110.0},
+    },
+    "rotate-logs-daily": {
+        "task": "logs.rotate",
+        "schedule": crontab(hour=14, minute=40),
+        "options": {"queue": "slow", "expires": HOUR_S * 6},
+    },
+    "capacity-snapshot-daily": {
+        "task": "reports.capacity_snapshot",
+        "schedule": crontab(hour=13, minute=0),
+        "options": {"queue": "slow", "expires": HOUR_S * 6},
+    },
+    # Monday 00:30 UTC, once the UTC week is complete (13:30 on Monday in Auckland).
+    "weekly-performance-report": {
+        "task": "reports.weekly_performance",
+        "schedule": crontab(day_of_week="mon", hour=0, minute=30),
+        "options": {"queue": "slow", "expires": DAY_S},
+    },
     # Audit trail and compliance (docs/compliance.md).
     "audit-config-check": {
         "task": "compliance.config_check",

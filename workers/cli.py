@@ -786,5 +786,11 @@ from workers.cli_security import security  # noqa: E402
 main.add_command(security)
 
 
+from workers.cli_reports import logs, reports  # noqa: E402
+
+main.add_command(reports)
+main.add_command(logs)
+
+
 if __name__ == "__main__":
     main()
