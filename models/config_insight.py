@@ -114,7 +114,7 @@ class CounterConfig(_Strict):
 
     name: Slug = Field(description="Metric name the hourly value is recorded as.")
     sql: Query = Field(description="One SELECT returning one number for [:start, :end).")
-    description: str | None = None
+    description: str | None = Field(default=None, description="What the count means.")
 
 
 class VitalsConfig(_Strict):
@@ -149,7 +149,7 @@ class VitalsConfig(_Strict):
 class FunnelConfig(_Strict):
     """A conversion funnel: ordered product events a user goes through."""
 
-    name: Slug
+    name: Slug = Field(description="The funnel's name (`eventops insight funnel <name>`).")
     steps: list[str] = Field(
         min_length=2, description="Product event names, in order (product_events.name)."
     )
@@ -160,13 +160,13 @@ class FunnelConfig(_Strict):
     lookback: Window = Field(
         default=timedelta(days=7), description="The funnel is computed over events this recent."
     )
-    description: str | None = None
+    description: str | None = Field(default=None, description="What the funnel follows.")
 
 
 class FeatureConfig(_Strict):
     """A feature whose adoption is the share of active users who used it."""
 
-    name: Slug
+    name: Slug = Field(description="The feature's name.")
     events: list[str] = Field(min_length=1, description="Product events that mean it was used.")
     lookback: Window = Field(default=timedelta(days=30), description="Active = any event here.")
     target: float | None = Field(default=None, ge=0, le=1, description="Adoption share wanted.")
@@ -189,7 +189,7 @@ class FeedbackConfig(_Strict):
 class ExperimentConfig(_Strict):
     """An A/B test: assignments and conversions in the platform's experiment_assignments."""
 
-    name: Slug
+    name: Slug = Field(description="The experiment as experiment_assignments.experiment names it.")
     variants: dict[str, float] = Field(
         description="Variant -> configured share of traffic (shares sum to 1)."
     )
