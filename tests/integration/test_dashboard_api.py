@@ -249,3 +249,14 @@ def test_the_check_list_shows_states_heartbeats_uptime_and_the_chart_from_outcom
         titles = [i["title"] for i in summary["incidents"]["items"]]
         assert any("supabase" in title for title in titles)
         assert {q["name"] for q in summary["workers"]["queues"]} >= {"probes", "pipeline"}
+
+
+def test_the_app_mounts_the_ingestion_and_metrics_routers_with_their_own_auth(
+    dashboard: Dashboard,
+) -> None:
+    with dashboard.client() as client:
+        # Machines call these without a dashboard session; each checks its own token.
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200 and "eventops_" in metrics.text
+        beacon = client.post("/ingest/vitals", json=[])
+        assert beacon.status_code in (401, 403), beacon.text
