@@ -23,7 +23,9 @@ def _duration(value: object) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
-def _identifier(name: str) -> str:
+def _identifier(name: object) -> str:
+    if not isinstance(name, str):
+        raise ValueError("must be a table or column name")
     if not _IDENT.match(name):
         raise ValueError(f"{name!r} is not a plain SQL name (letters, digits, _, schema.table)")
     return name
@@ -80,7 +82,7 @@ class AccessLoggingConfig(_Strict):
 class RetentionRule(_Strict):
     """Personal data in `table` older than `keep` (by `column`) must be gone."""
 
-    table: Identifier
+    table: Identifier = Field(description="The platform table holding the personal data.")
     column: Identifier = Field(description="The timestamp that starts the retention period.")
     keep: Duration = Field(description="How long rows may be kept.")
     where: str | None = Field(
@@ -92,11 +94,19 @@ class RetentionRule(_Strict):
 class DataSubjectRequestsConfig(_Strict):
     """Where the platform records data subject requests (access, correction, deletion)."""
 
-    table: Identifier = Field(default="data_subject_requests")
-    id_column: Identifier = "id"
-    kind_column: Identifier = "kind"
-    received_column: Identifier = "received_at"
-    completed_column: Identifier = "completed_at"
+    table: Identifier = Field(
+        default="data_subject_requests", description="The platform table of requests."
+    )
+    id_column: Identifier = Field(default="id", description="Its id column.")
+    kind_column: Identifier = Field(
+        default="kind", description="Its column with access, correction or deletion."
+    )
+    received_column: Identifier = Field(
+        default="received_at", description="When the request was received (timestamptz)."
+    )
+    completed_column: Identifier = Field(
+        default="completed_at", description="When it was answered; NULL while open."
+    )
     regime_column: Identifier | None = Field(
         default="regime",
         description="Column naming the request's regime (nz or gdpr); NULL or no column: "
@@ -129,6 +139,16 @@ class BreachClockConfig(_Strict):
         default_factory=lambda: ["security:breach"],
         description="Or: incidents whose fingerprint starts with one of these.",
     )
+
+    @field_validator("matchers")
+    @classmethod
+    def _matchers_parse(cls, matchers: list[str]) -> list[str]:
+        from models.config import parse_matcher
+
+        for matcher in matchers:
+            parse_matcher(matcher)
+        return matchers
+
     notify_within: Duration = Field(
         default=timedelta(hours=72),
         description="Time to notify the regulator (GDPR art. 33: 72 h; NZ: as soon as "
