@@ -776,6 +776,12 @@ from workers.cli_insight import insight  # noqa: E402
 main.add_command(insight)
 
 
+from workers.cli_compliance import audit, compliance  # noqa: E402
+
+main.add_command(audit)
+main.add_command(compliance)
+
+
 from workers.cli_maintenance import maintenance  # noqa: E402
 
 main.add_command(maintenance)
