@@ -31,8 +31,10 @@ RUN pip install . && rm -rf /src
 WORKDIR /app
 COPY config ./config
 RUN mkdir -p /app/var && chown eventops:eventops /app/var
+# JSON log lines (task id and check on each) for the container log collector.
 ENV EVENTOPS_CONFIG_FILE=/app/config/eventops.yaml \
-    EVENTOPS_VAR_DIR=/app/var
+    EVENTOPS_VAR_DIR=/app/var \
+    EVENTOPS_LOG_FORMAT=json
 
 USER eventops
 
