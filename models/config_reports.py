@@ -52,6 +52,10 @@ def parse_size(value: Any) -> int:
     raise ValueError("must be a size such as 10MB or 1GiB")
 
 
+def _number_or_size(value: Any) -> Any:
+    return parse_size(value) if isinstance(value, str) else value
+
+
 def _slug(name: Any) -> Any:
     if isinstance(name, str) and not _SLUG.match(name):
         raise ValueError("must be lower-case letters, digits, '.', '_' or '-' (max 63)")
@@ -213,7 +217,9 @@ class CapacityLimit(_Strict):
         "monthly_cost, table_rows, or a name from `capacity.queries`."
     )
     subject: str = Field(default="platform", description="The table name for `table_rows`.")
-    limit: float = Field(gt=0, description="The ceiling, in the metric's unit.")
+    limit: Annotated[float, BeforeValidator(_number_or_size)] = Field(
+        gt=0, description="The ceiling, in the metric's unit (sizes such as 8GB for bytes)."
+    )
     description: str | None = Field(default=None, description="What happens at the ceiling.")
 
 
