@@ -54,12 +54,14 @@ def status(as_json: bool) -> None:
     """Every self-monitoring check (beat, sweeper, workers, queues, outbox) with the workers
     and queues; exits 1 when a check fails, so scripts and probes can use it."""
     import redis
+    from sqlalchemy import select
 
     from core.clock import utcnow
     from core.maintenance import selfmon
     from core.maintenance.redis_metrics import QueueFigures, queue_figures
     from core.maintenance.summary import workers_and_queues
     from models.db import session_scope
+    from models.maintenance import SelfmonMark
     from tasks.maintenance import broker
     from workers.app import QUEUES
 
@@ -74,6 +76,7 @@ def status(as_json: bool) -> None:
     with session_scope() as session:
         verdicts = selfmon.evaluate(session, config, now, queues)
         summary = workers_and_queues(session, now, config.worker_stale_after, QUEUES)
+        marks = {m.source: m.last_seen for m in session.scalars(select(SelfmonMark))}
     failing = [v for v in verdicts if not v.healthy]
     if as_json:
         data: dict[str, Any] = {
@@ -82,6 +85,7 @@ def status(as_json: bool) -> None:
                 {"check": v.check, "subject": v.subject, "healthy": v.healthy, "detail": v.detail}
                 for v in verdicts
             ],
+            "marks": marks,
             "workers": summary["workers"],
             "queues": [
                 {"name": q.name, "length": q.length, "oldest_age_s": q.oldest_age_s}
@@ -95,6 +99,9 @@ def status(as_json: bool) -> None:
             click.echo(
                 f"  {'ok  ' if v.healthy else 'FAIL'} {v.check:<8} {v.subject:<28} {v.detail}"
             )
+        click.echo("marks (last seen):")
+        for source, seen in sorted(marks.items()):
+            click.echo(f"  {source:<20} {(now - seen).total_seconds():.0f} s ago")
         click.echo("workers:")
         for w in summary["workers"]:
             figures = " ".join(

@@ -61,6 +61,13 @@ def worker_row() -> WorkerHeartbeat | None:
         return session.scalars(select(WorkerHeartbeat)).first()
 
 
+def queue_figures_written() -> bool:
+    with session_scope() as session:
+        return bool(
+            session.scalars(select(Metric.subject).where(Metric.name == "queue_length")).all()
+        )
+
+
 def failing_at(now_offset: timedelta, base: object) -> set[tuple[str, str]]:
     assert hasattr(base, "last_seen")
     with session_scope() as session:
@@ -85,10 +92,18 @@ def test_a_stopped_beat_and_a_stopped_worker_are_each_detected(
         )
     assert {"cpu_usage", "memory_usage", "disk_usage"} <= names
     wait_for("beat's in-process mark", lambda: mark(selfmon.BEAT_PROCESS), timeout=60)
-    wait_for("the heartbeat task's mark", lambda: mark(selfmon.BEAT), timeout=60)
+    beat_mark = wait_for("the heartbeat task's mark", lambda: mark(selfmon.BEAT), timeout=60)
+    # The publish stamp travelled with the tick: the mark says how long it queued.
+    assert (
+        beat_mark is not None
+        and beat_mark.details["queued_s"] >= 0
+        and beat_mark.details["worker"] == row.hostname
+    )
     # selfmon.check runs 30 s after beat starts: everything is healthy, so a plain ping.
     wait_for("a dead man's switch ping", lambda: receiver.pings, timeout=90)
     assert receiver.pings[0][0] == "/ping/5f1c-uuid", receiver.pings[0][1]
+    # The broker collector ran on the real worker too (same 30 s tick).
+    wait_for("queue figures from metrics.redis", queue_figures_written, timeout=60)
     with session_scope() as session:
         summary = workers_and_queues(session, utcnow())
     assert [(w["name"], w["alive"]) for w in summary["workers"]] == [(row.hostname, True)]
