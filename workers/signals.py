@@ -7,7 +7,12 @@ from typing import Any
 from celery.signals import beat_init, celeryd_init, worker_process_init, worker_process_shutdown
 
 from models import db
-from workers import logging_setup, runtime, task_metrics  # noqa: F401  (their signals)
+from workers import (  # noqa: F401  (their signals)
+    audit_signals,
+    logging_setup,
+    runtime,
+    task_metrics,
+)
 from workers.observability import init_sentry_from_environment
 
 

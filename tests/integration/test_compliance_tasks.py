@@ -80,3 +80,18 @@ def test_a_manually_triggered_task_is_audited_with_its_arguments(
         "args": [3],
         "kwargs": {"loud": True},
     }
+
+
+def test_a_starting_worker_audits_the_config_it_found(env: Path) -> None:
+    from celery.signals import worker_ready
+
+    import workers.signals  # noqa: F401  (connects the handlers, as the worker does)
+
+    worker_ready.send(sender=None)
+    worker_ready.send(sender=None)  # a second worker, same file: nothing new
+    with session_scope() as session:
+        rows = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "config.changed")
+        ).all()
+    assert len(rows) == 1 and rows[0].actor.startswith("worker@")
+    assert rows[0].subject == str(env)
