@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -460,13 +460,14 @@ class Advice:
     due: bool | None  # None: no data to judge
 
 
-def _latest_metric(session: Session, name: str, since: datetime) -> float | None:
-    return session.scalar(
-        select(Metric.value)
+def _busiest(session: Session, name: str, since: datetime) -> float | None:
+    """The highest per-subject (per queue, per host) average of a metric since `since`."""
+    averages = session.scalars(
+        select(func.avg(Metric.value))
         .where(Metric.name == name, Metric.at >= since)
-        .order_by(Metric.at.desc())
-        .limit(1)
-    )
+        .group_by(Metric.subject)
+    ).all()
+    return max((float(a) for a in averages if a is not None), default=None)
 
 
 def scaling_advice(
@@ -476,8 +477,8 @@ def scaling_advice(
     now = now or utcnow()
     scaling = config.scaling
     since = now - timedelta(hours=1)
-    lag = _latest_metric(session, scaling.queue_lag_metric, since)
-    cpu = _latest_metric(session, scaling.cpu_metric, since)
+    lag = _busiest(session, scaling.queue_lag_metric, since)
+    cpu = _busiest(session, scaling.cpu_metric, since)
     size = session.scalar(
         select(CapacitySample.value)
         .where(CapacitySample.metric == "database_bytes", CapacitySample.subject == "platform")

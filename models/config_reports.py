@@ -233,9 +233,13 @@ class ScalingConfig(_Strict):
         default=0.75, gt=0, le=1, description="Or when worker CPU stays above this share."
     )
     queue_lag_metric: str = Field(
-        default="queue_lag_seconds", description="Metrics-table name of the queue lag."
+        default="queue_oldest_age_s",
+        description="Metrics-table name of the queue lag (per queue; the worst queue counts).",
     )
-    cpu_metric: str = Field(default="cpu_usage", description="Metrics-table name of worker CPU.")
+    cpu_metric: str = Field(
+        default="cpu_usage",
+        description="Metrics-table name of worker CPU, a share (per host; the busiest counts).",
+    )
     database_plan_bytes: Size = Field(
         default=8 * 1000**3, description="The database plan's size (Supabase Pro: 8 GB)."
     )

@@ -214,7 +214,11 @@ def test_scaling_advice_shows_each_threshold_with_the_current_figure(clean_db: s
         {"scaling": {"add_worker_queue_lag_s": 30, "database_plan_bytes": "8GB"}}
     )
     with session_scope() as session:
-        record_metric(session, "queue_lag_seconds", 95.0, "slow", now - timedelta(minutes=2))
+        # The worst queue's average over the last hour counts: slow averages 95 s.
+        record_metric(session, "queue_oldest_age_s", 90.0, "slow", now - timedelta(minutes=20))
+        record_metric(session, "queue_oldest_age_s", 100.0, "slow", now - timedelta(minutes=2))
+        record_metric(session, "queue_oldest_age_s", 1.0, "probes", now - timedelta(minutes=2))
+        record_metric(session, "queue_oldest_age_s", 999.0, "slow", now - timedelta(hours=2))
         record_samples(session, [("database_bytes", "platform", 7e9)], now)
     with session_scope() as session:
         lag, cpu, database = scaling_advice(session, config, now)
