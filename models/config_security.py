@@ -140,7 +140,7 @@ class FailedLoginsConfig(_Strict):
     )
     recidive: RecidiveConfig = Field(default_factory=RecidiveConfig)
     ignoreip: list[str] = Field(
-        default_factory=lambda: ["127.0.0.1/8", "::1"],
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
         description="fail2ban's ignoreip: addresses and CIDR ranges never banned.",
     )
     stuffing_accounts: int = Field(
@@ -198,6 +198,12 @@ class ApiAbuseConfig(_Strict):
     min_stddev: float = Field(
         default=2.0, gt=0, description="Floor of the baseline's deviation (new or steady keys)."
     )
+    warmup_buckets: int = Field(
+        default=12, ge=0, description="Buckets a key's baseline learns before z-scores count."
+    )
+    new_key_requests: int = Field(
+        default=100, ge=1, description="Until then, requests in a bucket that are abuse."
+    )
     error_statuses: list[int] = Field(default_factory=lambda: [401, 403, 429])
     error_burst: int = Field(
         default=20, ge=1, description="error_statuses answers to one key/IP in a bucket."
@@ -241,6 +247,12 @@ class DataAccessConfig(_Strict):
         default=30, ge=1, description="Fewer rows in a bucket are never a bulk read."
     )
     min_stddev: float = Field(default=2.0, gt=0)
+    warmup_buckets: int = Field(
+        default=12, ge=0, description="Buckets an actor's baseline learns before z-scores count."
+    )
+    new_actor_rows: int = Field(
+        default=50, ge=1, description="Until then, rows in a bucket that are a bulk read."
+    )
     working_hours: str = Field(
         default="07:00-20:00",
         pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$",

@@ -81,6 +81,8 @@ def detect(
         config.z_threshold,
         config.min_requests,
         config.min_stddev,
+        config.warmup_buckets,
+        config.new_key_requests,
     )
     minutes = f"{config.bucket.total_seconds() / 60:g} min"
     for key, bucket, value, mean, z in flagged:

@@ -142,6 +142,8 @@ def detect(
         config.z_threshold,
         config.min_rows,
         config.min_stddev,
+        config.warmup_buckets,
+        config.new_actor_rows,
     )
     for key, bucket, value, mean, z in flagged:
         r = by_key[(key, bucket)]

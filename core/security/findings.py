@@ -258,12 +258,16 @@ def judge_buckets(
     z_threshold: float,
     floor: float,
     min_stddev: float,
+    warmup: int = 0,
+    warmup_floor: float = 0.0,
 ) -> list[tuple[str, datetime, float, float, float]]:
     """Walk (key, bucket, value) in time order against each key's EWMA baseline.
 
     Returns (key, bucket, value, baseline mean, z) for every bucket above both the z-score
-    threshold and the absolute floor. A bucket at or before the baseline's last one (a
-    re-run) is judged but not learnt twice.
+    threshold and the absolute floor. A key with fewer than `warmup` buckets learnt has no
+    baseline worth the name yet: it is judged only against `warmup_floor`, so a fresh
+    install (or a new partner) is not a flood of findings. A bucket at or before the
+    baseline's last one (a re-run) is judged but not learnt twice.
     """
     keys = sorted({key for key, _, _ in counts})
     baselines = load_baselines(session, detector, keys)
@@ -278,7 +282,10 @@ def judge_buckets(
             decay(baseline, gap, alpha)
         mean = baseline.mean
         z = zscore(baseline, value, min_stddev)
-        anomalous = z >= z_threshold and value >= floor
+        if baseline.samples < warmup:
+            anomalous = value >= max(floor, warmup_floor)
+        else:
+            anomalous = z >= z_threshold and value >= floor
         if anomalous:
             flagged.append((key, at, value, mean, z))
         if relearn:

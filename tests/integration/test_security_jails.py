@@ -1,0 +1,327 @@
+"""The failed-login jails, API and data-access rules, webhooks, unbans and the daily analysis,
+on hand-written JSON-lines events (the file source) and real Postgres."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from core.security import runner
+from core.security.daily import daily_analysis
+from core.security.sources import ingest
+from models.config import EventopsConfig
+from models.db import session_scope
+from models.security import SecurityBan, SecurityDetectorState, SecurityFinding
+from models.tables import Incident, IncidentEvent
+from tests.conftest import make_config
+from tests.receivers import WebhookReceiver
+
+T0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 14:00 in Auckland (NZDT)
+NAT = "192.0.2.10"
+
+
+def jail_config(tmp_path: Path, **security: Any) -> EventopsConfig:
+    sources = [
+        {"name": "auth-file", "stream": "auth", "file": str(tmp_path / "auth.jsonl")},
+        {
+            "name": "api-file",
+            "stream": "api",
+            "file": str(tmp_path / "api.jsonl"),
+            "fields": {"key": "api_key"},
+        },
+        {
+            "name": "access-file",
+            "stream": "access",
+            "file": str(tmp_path / "access.jsonl"),
+            "fields": {"account": "actor", "resource": "table"},
+        },
+    ]
+    return make_config(security={"sources": sources, **security})
+
+
+def write(path: Path, events: list[dict[str, Any]]) -> None:
+    with path.open("a") as handle:
+        for event in events:
+            handle.write(json.dumps(event, default=str) + "\n")
+
+
+def login(at: datetime, ip: str, account: str, ok: bool) -> dict[str, Any]:
+    return {"at": at.isoformat(), "ip": ip, "account": account,
+            "outcome": "success" if ok else "failure", "user_agent": "Mozilla/5.0"}  # fmt: skip
+
+
+def run(config: EventopsConfig, name: str, now: datetime, since: datetime) -> dict[str, Any]:
+    with session_scope() as session:
+        ingest(session, list(config.security.sources), None, now)
+    with session_scope() as session:
+        return runner.run_detector(session, config, name, now, since=since)
+
+
+def all_bans() -> list[SecurityBan]:
+    with session_scope() as session:
+        return list(session.scalars(select(SecurityBan).order_by(SecurityBan.banned_at)))
+
+
+def all_findings() -> list[SecurityFinding]:
+    with session_scope() as session:
+        return list(session.scalars(select(SecurityFinding).order_by(SecurityFinding.id)))
+
+
+def test_shared_nat_with_honest_typos_is_never_banned(clean_db: str, tmp_path: Path) -> None:
+    config = jail_config(tmp_path)
+    events = []
+    # 30 people behind one office NAT within ten minutes, each mistypes twice, then gets in.
+    for n in range(30):
+        at = T0 + timedelta(seconds=15 * n)
+        events += [
+            login(at, NAT, f"person{n}@example.test", False),
+            login(at + timedelta(seconds=5), NAT, f"person{n}@example.test", False),
+            login(at + timedelta(seconds=20), NAT, f"person{n}@example.test", True),
+        ]
+    write(tmp_path / "auth.jsonl", events)
+    run(config, "failed_logins", T0 + timedelta(hours=1), T0 - timedelta(minutes=1))
+    assert all_bans() == []
+    assert all_findings() == []
+
+
+def test_attacker_behind_the_same_nat_is_still_banned(clean_db: str, tmp_path: Path) -> None:
+    """Honest typos are forgiven; one account hammered from the NAT is not, even if it
+    finally gets in (that is a brute force that worked)."""
+    config = jail_config(tmp_path)
+    events = [login(T0 + timedelta(seconds=5 * i), NAT, "boss@example.test", False)
+              for i in range(8)]  # fmt: skip
+    events.append(login(T0 + timedelta(seconds=50), NAT, "boss@example.test", True))
+    write(tmp_path / "auth.jsonl", events)
+    run(config, "failed_logins", T0 + timedelta(hours=1), T0 - timedelta(minutes=1))
+    (ban,) = all_bans()
+    assert (ban.kind, ban.value) == ("ip", NAT)
+    assert ban.evidence["successes"] == 1
+
+
+def test_fewer_than_maxretry_within_findtime_is_no_ban(clean_db: str, tmp_path: Path) -> None:
+    config = jail_config(tmp_path)
+    # Five failures, but spread so that no ten-minute window holds more than four.
+    write(tmp_path / "auth.jsonl", [
+        login(T0 + timedelta(minutes=3 * i), "203.0.113.9", "a@example.test", False)
+        for i in range(5)
+    ])  # fmt: skip
+    run(config, "failed_logins", T0 + timedelta(hours=1), T0 - timedelta(minutes=1))
+    assert all_bans() == []
+
+
+def test_ignoreip_ranges_are_never_banned(clean_db: str, tmp_path: Path) -> None:
+    config = jail_config(tmp_path, failed_logins={"ignoreip": ["203.0.113.0/24"]})
+    write(tmp_path / "auth.jsonl", [
+        login(T0 + timedelta(seconds=i), "203.0.113.9", "a@example.test", False)
+        for i in range(20)
+    ])  # fmt: skip
+    run(config, "failed_logins", T0 + timedelta(hours=1), T0 - timedelta(minutes=1))
+    assert all_bans() == []
+
+
+def burst(at: datetime, ip: str, n: int = 6) -> list[dict[str, Any]]:
+    return [login(at + timedelta(seconds=i), ip, "victim@example.test", False) for i in range(n)]
+
+
+def test_repeat_offender_gets_a_longer_ban(clean_db: str, tmp_path: Path) -> None:
+    config = jail_config(tmp_path)
+    ip = "203.0.113.7"
+    second = T0 + timedelta(hours=2)  # after the first one-hour ban ran out
+    write(tmp_path / "auth.jsonl", burst(T0, ip) + burst(second, ip))
+    run(config, "failed_logins", T0 + timedelta(hours=1), T0 - timedelta(minutes=1))
+    run(config, "failed_logins", second + timedelta(minutes=5), T0 + timedelta(hours=1))
+    first_ban, second_ban = all_bans()
+    assert first_ban.until - first_ban.banned_at == timedelta(hours=1)
+    assert second_ban.until - second_ban.banned_at == timedelta(hours=2)
+    assert (first_ban.offence_count, second_ban.offence_count) == (1, 2)
+
+
+def test_failures_during_a_ban_do_not_ban_again(clean_db: str, tmp_path: Path) -> None:
+    config = jail_config(tmp_path)
+    ip = "203.0.113.8"
+    write(tmp_path / "auth.jsonl", burst(T0, ip) + burst(T0 + timedelta(minutes=20), ip))
+    run(config, "failed_logins", T0 + timedelta(hours=1), T0 - timedelta(minutes=1))
+    assert len(all_bans()) == 1
+
+
+def test_fifth_ban_in_a_day_is_a_recidive_ban_of_a_week(clean_db: str, tmp_path: Path) -> None:
+    config = jail_config(tmp_path, failed_logins={"bantime": "10m", "bantime_increment": False})
+    ip = "203.0.113.5"
+    starts = [T0 + timedelta(minutes=30 * i) for i in range(5)]
+    write(tmp_path / "auth.jsonl", [e for s in starts for e in burst(s, ip)])
+    run(config, "failed_logins", T0 + timedelta(hours=3), T0 - timedelta(minutes=1))
+    bans = all_bans()
+    assert [b.jail for b in bans] == ["failed_logins"] * 4 + ["recidive"]
+    assert bans[-1].until - bans[-1].banned_at == timedelta(weeks=1)
+    (finding,) = [f for f in all_findings() if f.kind == "recidive"]
+    assert finding.evidence["offence_count"] == 5
+
+
+def test_ban_webhook_gets_the_ban_and_the_unban(clean_db: str, tmp_path: Path) -> None:
+    with WebhookReceiver() as receiver:
+        url = receiver.apprise_url.replace("json://", "http://")
+        config = jail_config(tmp_path, failed_logins={"webhook_url": url})
+        receiver.failures_left = 1  # the first delivery fails and is retried on the next tick
+        write(tmp_path / "auth.jsonl", burst(T0, "203.0.113.4"))
+        run(config, "failed_logins", T0 + timedelta(hours=1), T0 - timedelta(minutes=1))
+        with session_scope() as session:
+            assert runner.deliver_webhooks(session, config) == {"sent": 0, "failed": 1}
+        with session_scope() as session:
+            assert runner.deliver_webhooks(session, config) == {"sent": 1, "failed": 0}
+        with session_scope() as session:
+            lifted = runner.unban(
+                session, config, "203.0.113.4", "ip", "alice", T0 + timedelta(minutes=5)
+            )
+        with session_scope() as session:
+            assert runner.deliver_webhooks(session, config) == {"sent": 1, "failed": 0}
+        assert [r["event"] for r in receiver.received] == ["ban", "unban"]
+        assert receiver.received[0]["value"] == "203.0.113.4"
+        assert receiver.received[0]["evidence"]["failures"] == 6
+    assert len(lifted) == 1
+    (ban,) = all_bans()
+    assert ban.lifted_by == "alice"
+    with session_scope() as session:
+        kinds = list(session.scalars(
+            select(IncidentEvent.kind).where(IncidentEvent.incident_id == ban.incident_id)
+            .order_by(IncidentEvent.id)
+        ))  # fmt: skip
+    assert "ban" in kinds and kinds[-1] == "unban"
+
+
+def request(
+    at: datetime, ip: str, path: str, status: int, key: str | None = None
+) -> dict[str, Any]:
+    return {"at": at.isoformat(), "ip": ip, "api_key": key, "method": "GET", "path": path,
+            "status": status, "user_agent": "Mozilla/5.0"}  # fmt: skip
+
+
+def test_request_rate_far_above_a_keys_own_baseline_is_abuse(clean_db: str, tmp_path: Path) -> None:
+    config = jail_config(tmp_path)
+    events = []
+    # A partner key: about 30 requests every 5 minutes for two days is its normal...
+    for b in range(576):
+        at = T0 + timedelta(minutes=5 * b)
+        events += [request(at + timedelta(seconds=9 * i), f"100.64.0.{i % 3 + 1}", "/api/vendors",
+                           200, key="partner") for i in range(28 + b % 5)]  # fmt: skip
+    # ...then it scrapes 400 in five minutes.
+    spike = T0 + timedelta(days=2, minutes=10)
+    events += [request(spike + timedelta(milliseconds=700 * i), "100.64.0.1", "/api/vendors", 200,
+                       key="partner") for i in range(400)]  # fmt: skip
+    write(tmp_path / "api.jsonl", events)
+    run(config, "api_abuse", spike + timedelta(hours=1), T0)
+    flagged = [f for f in all_findings() if f.kind == "request_rate"]
+    assert [f.subject for f in flagged if f.subject == "key:partner"] == ["key:partner"]
+    (finding,) = [f for f in flagged if f.subject == "key:partner"]
+    assert finding.window_start == spike
+    assert finding.evidence["requests"] == 400
+    # About 30, less the two quiet buckets before the spike.
+    assert 20 < finding.evidence["baseline_mean"] < 35
+
+
+def test_burst_of_401_403_429_is_found(clean_db: str, tmp_path: Path) -> None:
+    config = jail_config(tmp_path)
+    write(tmp_path / "api.jsonl", [
+        request(T0 + timedelta(seconds=i), "203.0.113.30", "/api/bookings", (401, 403, 429)[i % 3])
+        for i in range(25)
+    ])  # fmt: skip
+    run(config, "api_abuse", T0 + timedelta(hours=1), T0)
+    (finding,) = all_findings()
+    assert "auth_error_burst" in finding.evidence["kinds"]
+    assert finding.severity == "warning"
+
+
+def access(at: datetime, actor: str, role: str, table: str, action: str) -> dict[str, Any]:
+    return {"at": at.isoformat(), "actor": actor, "role": role, "table": table,
+            "action": action}  # fmt: skip
+
+
+def test_access_outside_a_roles_permissions_is_critical(clean_db: str, tmp_path: Path) -> None:
+    config = jail_config(
+        tmp_path,
+        data_access={
+            "permissions": {"vendor": {"users": ["read"], "events": ["read"]}},
+            "unusual_hours_roles": [],
+        },
+    )
+    write(tmp_path / "access.jsonl", [
+        access(T0, "v1", "vendor", "users", "read"),
+        access(T0 + timedelta(minutes=1), "v1", "vendor", "payments", "read"),
+        access(T0 + timedelta(minutes=2), "v2", "customer", "payments", "read"),  # not judged
+    ])  # fmt: skip
+    run(config, "data_access", T0 + timedelta(hours=2), T0 - timedelta(hours=1))
+    (finding,) = all_findings()
+    assert finding.subject == "account:v1"
+    assert finding.severity == "critical"
+    assert finding.evidence["table"] == "payments" and finding.evidence["action"] == "read"
+
+
+def test_new_network_for_an_admin_login_is_a_warning(clean_db: str, tmp_path: Path) -> None:
+    config = jail_config(tmp_path)
+    events = [dict(login(T0 + timedelta(days=d), "100.64.1.1", "root@example.test", True),
+                   role="admin") for d in range(3)]  # fmt: skip
+    events.append(dict(login(T0 + timedelta(days=3), "100.99.7.7", "root@example.test", True),
+                       role="admin"))  # fmt: skip
+    write(tmp_path / "auth.jsonl", events)
+    run(config, "data_access", T0 + timedelta(days=4), T0 - timedelta(hours=1))
+    (finding,) = all_findings()
+    assert finding.kind == "new_network"
+    assert finding.severity == "warning"
+    assert finding.evidence["network"] == "100.99.0.0/16"
+
+
+def test_bad_lines_are_reported_with_field_and_reason_and_the_rest_are_read(
+    clean_db: str, tmp_path: Path
+) -> None:
+    config = jail_config(tmp_path)
+    path = tmp_path / "auth.jsonl"
+    write(path, [login(T0, "100.64.0.1", "a@example.test", True)])
+    with path.open("a") as handle:
+        handle.write("not json\n")
+        handle.write(json.dumps({"at": T0.isoformat(), "ip": "999.1.1.1", "account": "b",
+                                 "outcome": "failure"}) + "\n")  # fmt: skip
+        handle.write(json.dumps({"at": "yesterday", "account": "c", "outcome": "failure"}) + "\n")
+    write(path, [login(T0, "100.64.0.2", "d@example.test", True)])
+    with session_scope() as session:
+        summary = ingest(session, list(config.security.sources), None, T0)
+    assert summary["auth-file"]["read"] == 5
+    assert summary["auth-file"]["stored"] == 2
+    assert summary["auth-file"]["rejected"] == 3
+    with session_scope() as session:
+        state = session.get(SecurityDetectorState, "source:auth-file")
+        assert state is not None
+        errors = state.details["recent_errors"]
+    assert any("ip: '999.1.1.1' is not an IP address" in e for e in errors)
+    assert any("at: not an ISO 8601 time" in e for e in errors)
+
+
+def test_a_half_written_line_waits_for_its_end(clean_db: str, tmp_path: Path) -> None:
+    config = jail_config(tmp_path)
+    path = tmp_path / "auth.jsonl"
+    line = json.dumps(login(T0, "100.64.0.1", "a@example.test", True))
+    path.write_text(line[:20])
+    with session_scope() as session:
+        assert ingest(session, list(config.security.sources), None, T0)["auth-file"]["read"] == 0
+    path.write_text(line + "\n")
+    with session_scope() as session:
+        assert ingest(session, list(config.security.sources), None, T0)["auth-file"]["stored"] == 1
+
+
+def test_daily_analysis_counts_the_days_findings_and_bans(clean_db: str, tmp_path: Path) -> None:
+    config = jail_config(tmp_path)
+    write(tmp_path / "auth.jsonl", burst(T0, "203.0.113.3"))
+    run(config, "failed_logins", T0 + timedelta(hours=1), T0 - timedelta(minutes=1))
+    with session_scope() as session:
+        markdown, figures = daily_analysis(session, config, date(2026, 11, 20), T0)
+    assert figures["bans"][0]["value"] == "203.0.113.3"
+    assert figures["logins"]["failures"] == 6
+    assert "| failed_logins | warning | 1 |" in markdown
+    assert "`ip:203.0.113.3`" in markdown
+    with session_scope() as session:
+        markdown_again, _ = daily_analysis(session, config, date(2026, 11, 20), T0)
+        incidents = list(session.scalars(select(Incident)))
+    assert markdown_again == markdown
+    assert len(incidents) == 1
