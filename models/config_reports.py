@@ -97,7 +97,7 @@ class LogSourceConfig(_Strict):
     service: str | None = Field(
         default=None, description="Service for entries without one (default: the source name)."
     )
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Ingest this source.")
 
 
 class PatternsConfig(_Strict):
@@ -259,7 +259,9 @@ def _default_queries() -> dict[str, str]:
 class CapacityConfig(_Strict):
     """Capacity tracking and forecasting over the platform database (docs/reports.md)."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        default=True, description="Take daily capacity snapshots and check the limits."
+    )
     queries: dict[str, str] = Field(
         default_factory=_default_queries,
         description="Figures measured by SQL on the platform database: name -> a query "
