@@ -190,11 +190,13 @@ class LogsConfig(_Strict):
     @field_validator("sources")
     @classmethod
     def _unique_names(cls, sources: list[LogSourceConfig]) -> list[LogSourceConfig]:
-        seen: set[str] = set()
+        seen: dict[str, int] = {}
         for index, source in enumerate(sources):
             if source.name in seen:
-                raise ValueError(f"[{index}].name: duplicate name {source.name!r}")
-            seen.add(source.name)
+                raise ValueError(
+                    f"duplicate name {source.name!r} (entries {seen[source.name]} and {index})"
+                )
+            seen[source.name] = index
         return sources
 
 
