@@ -279,6 +279,7 @@ def series(session: Session, check_id: int, since: datetime, until: datetime) ->
         "since": _iso(since),
         "until": _iso(until),
         "source": source,
+        "bucket_s": bucket_for(until - since).total_seconds(),
         "points": points,
         "uptime": (up / total) if total else None,
     }

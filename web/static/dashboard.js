@@ -298,55 +298,66 @@
     if (id !== view.selected) return;
     $("detail-title").textContent = `Response time · ${check.name}`;
     $("detail-hint").textContent = `${check.state}${check.last_reason && check.state !== "up" ? " · " + check.last_reason : ""} · every ${check.interval_s} s · from ${series.source}`;
-    drawChart(series.points);
+    drawChart(series);
     $("uptimes").replaceChildren(...Object.entries(check.uptime).map(([label, value]) =>
       el("div", {}, el("dt", {}, `uptime ${label}`), el("dd", {}, pct(value)))));
   }
 
-  function drawChart(points) {
-    const W = 600, H = 200, left = 44, bottom = 30, strip = 8;
+  function drawChart(series) {
+    // A time axis over the whole window: gaps (no outcomes) stay gaps.
+    const points = series.points;
+    // Drawn at the panel's own width, so text keeps its size whatever the layout.
+    const W = Math.max(300, $("chart").clientWidth || 600), H = 200;
+    const left = 44, right = 6, bottom = 30, strip = 8;
     const box = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img" });
+    const plotW = W - left - right;
     const plotH = H - bottom - strip - 6;
+    const since = Date.parse(series.since), until = Date.parse(series.until);
+    const span = Math.max(1, until - since);
+    const bucketMs = (series.bucket_s || 60) * 1000;
     const values = points.flatMap((p) => [p.avg_ms, p.max_ms]).filter((v) => v !== null);
     const top = Math.max(10, ...values) * 1.1;
-    const x = (i) => left + (points.length <= 1 ? 0 : (i * (W - left - 4)) / (points.length - 1));
+    // A point sits in the middle of its bucket.
+    const x = (p) => left + Math.min(1, Math.max(0, (Date.parse(p.t) + bucketMs / 2 - since) / span)) * plotW;
     const y = (v) => 4 + plotH - (v / top) * plotH;
-    box.append(svg("line", { class: "axis", x1: left, y1: 4 + plotH, x2: W, y2: 4 + plotH }));
+    box.append(svg("line", { class: "axis", x1: left, y1: 4 + plotH, x2: W - right, y2: 4 + plotH }));
     for (const fraction of [0, 0.5, 1]) {
       const label = svg("text", { x: "2", y: String(y(top * fraction) + 3) });
       label.textContent = `${Math.round(top * fraction)} ms`;
       box.append(label);
     }
     const path = (key) => points
-      .map((p, i) => (p[key] === null ? null : `${x(i)},${y(p[key])}`))
-      .filter(Boolean)
-      .map((xy, i) => (i === 0 ? "M" : "L") + xy)
+      .filter((p) => p[key] !== null)
+      .map((p, i) => `${i === 0 ? "M" : "L"}${x(p)},${y(p[key])}`)
       .join(" ");
+    const long = span > 2 * 86400 * 1000;
+    const stamp = (ms) => (long ? new Date(ms).toLocaleDateString() : new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+    for (const [at, anchor, px] of [[since, "start", left], [until, "end", W - right]]) {
+      const label = svg("text", { x: String(px), y: String(H - 4), "text-anchor": anchor });
+      label.textContent = stamp(at);
+      box.append(label);
+    }
     if (points.length) {
       box.append(svg("path", { class: "maxline", d: path("max_ms") }));
       box.append(svg("path", { class: "line", d: path("avg_ms") }));
-      points.forEach((p, i) => {
+      points.forEach((p) => {
         if (p.avg_ms === null) return;
-        const dot = svg("circle", { class: "point", cx: String(x(i)), cy: String(y(p.avg_ms)), r: "2.5" });
+        const dot = svg("circle", { class: "point", cx: String(x(p)), cy: String(y(p.avg_ms)), r: "2" });
         const title = svg("title", {});
         title.textContent = `${new Date(p.t).toLocaleString()}: ${ms(p.avg_ms)} avg, ${ms(p.max_ms)} max, ${p.up}/${p.total} up`;
         dot.append(title);
         box.append(dot);
       });
-      const width = Math.max(1, (W - left) / points.length - 1);
-      points.forEach((p, i) => {
+      const width = Math.max(1.5, (bucketMs / span) * plotW - 0.5);
+      points.forEach((p) => {
         if (!p.total) return;
         const kind = p.up === p.total ? "up" : p.up === 0 ? "down" : "partial";
+        const start = left + Math.max(0, (Date.parse(p.t) - since) / span) * plotW;
         box.append(svg("rect", {
-          class: kind, x: String(left + (i * (W - left)) / points.length), y: String(H - bottom + 2),
-          width: String(width), height: String(strip),
+          class: kind, x: String(start), y: String(H - bottom + 2),
+          width: String(Math.min(width, W - right - start)), height: String(strip),
         }));
       });
-      for (const [i, anchor] of [[0, "start"], [points.length - 1, "end"]]) {
-        const label = svg("text", { x: String(i === 0 ? left : W - 2), y: String(H - 4), "text-anchor": anchor });
-        label.textContent = new Date(points[i].t).toLocaleString();
-        box.append(label);
-      }
     } else {
       const label = svg("text", { x: String(W / 2), y: String(H / 2), "text-anchor": "middle" });
       label.textContent = "no outcomes in this window";
