@@ -93,7 +93,7 @@ def ip_crossings_sql(
             ) AS n
             FROM counted
         )
-        SELECT {"DISTINCT ON (ip)" if first_only else ""} host(ip) AS ip, at, id
+        SELECT {"DISTINCT ON (windowed.ip)" if first_only else ""} host(windowed.ip) AS ip, at, id
         FROM windowed
         WHERE n >= %(maxretry)s AND at > %(since)s
         ORDER BY windowed.ip, at, id
