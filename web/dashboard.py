@@ -23,6 +23,7 @@ from core import incidents as lifecycle
 from core.clock import utcnow
 from models import db
 from models.config import EventopsConfig
+from web import schemas
 from web.auth import COOKIE, CSRF_FIELD, SESSION_MAX_AGE_S, Auth, DashboardSession
 from workers.settings import Settings
 
@@ -191,7 +192,12 @@ def _session() -> Any:
     return db.session_scope()
 
 
-@router.get("/api/checks", tags=["checks"], summary="A page of checks with their latest status")
+@router.get(
+    "/api/checks",
+    tags=["checks"],
+    summary="A page of checks with their latest status",
+    response_model=schemas.CheckPageOut,
+)
 def api_checks(
     user: ApiUser,
     request: Request,
@@ -232,13 +238,23 @@ def api_checks(
     return {"items": page.items, "next_after": page.next_after, "counts": counts}
 
 
-@router.get("/api/groups", tags=["checks"], summary="Check groups and their sizes")
+@router.get(
+    "/api/groups",
+    tags=["checks"],
+    summary="Check groups and their sizes",
+    response_model=schemas.GroupsOut,
+)
 def api_groups(user: ApiUser) -> dict[str, Any]:
     with _session() as session:
         return {"groups": queries.groups(session)}
 
 
-@router.get("/api/checks/{check_id}", tags=["checks"], summary="One check")
+@router.get(
+    "/api/checks/{check_id}",
+    tags=["checks"],
+    summary="One check",
+    response_model=schemas.CheckOut,
+)
 def api_check(user: ApiUser, request: Request, check_id: int) -> dict[str, Any]:
     now = _now(request)
     with _session() as session:
@@ -257,6 +273,7 @@ def api_check(user: ApiUser, request: Request, check_id: int) -> dict[str, Any]:
     "/api/checks/{check_id}/series",
     tags=["checks"],
     summary="Response time and uptime of one check over a window",
+    response_model=schemas.SeriesOut,
 )
 def api_series(
     user: ApiUser,
@@ -275,7 +292,12 @@ def api_series(
     return found
 
 
-@router.get("/api/incidents", tags=["incidents"], summary="Open and acknowledged incidents")
+@router.get(
+    "/api/incidents",
+    tags=["incidents"],
+    summary="Open and acknowledged incidents",
+    response_model=schemas.IncidentList,
+)
 def api_incidents(
     user: ApiUser, limit: Annotated[int, Query(ge=1, le=500)] = 100
 ) -> dict[str, Any]:
@@ -284,7 +306,12 @@ def api_incidents(
         return found
 
 
-@router.get("/api/incidents/{incident_id}", tags=["incidents"], summary="One incident")
+@router.get(
+    "/api/incidents/{incident_id}",
+    tags=["incidents"],
+    summary="One incident",
+    response_model=schemas.IncidentOut,
+)
 def api_incident(user: ApiUser, incident_id: int) -> dict[str, Any]:
     """The incident with its timeline (who did what, when)."""
     with _session() as session:
@@ -299,6 +326,7 @@ def api_incident(user: ApiUser, incident_id: int) -> dict[str, Any]:
     tags=["incidents"],
     summary="Acknowledge an incident as the logged-in user",
     responses={403: {"description": "missing or wrong CSRF token, or a cross-site Origin"}},
+    response_model=schemas.AcknowledgeOut,
 )
 def api_acknowledge(user: ApiUser, request: Request, incident_id: int) -> dict[str, Any]:
     """Needs the page's CSRF token in the `X-CSRF-Token` header. Pending pages and reminders
@@ -350,7 +378,10 @@ def api_reports(user: ApiUser, request: Request) -> dict[str, Any]:
 
 
 @router.get(
-    "/api/summary", tags=["system"], summary="Everything the page refreshes, in one request"
+    "/api/summary",
+    tags=["system"],
+    summary="Everything the page refreshes, in one request",
+    response_model=schemas.SummaryOut,
 )
 def api_summary(user: ApiUser, request: Request) -> dict[str, Any]:
     """Counts by state over all checks, open incidents, workers and queues, insight and
