@@ -105,11 +105,11 @@ _COMMENTS = {
 }
 _FEATURES = (("map_view", 0.40), ("saved_vendor", 0.20), ("message_sent", 0.25))
 _CALENDAR_SYNC = 0.08
-# Checkout button: treatment converts better. Search ranking: configured 50/50, served 55/45.
+# Checkout button: treatment converts better. Search ranking: configured 50/50, served 60/40.
 # Experiment -> (served split, conversion rate per variant).
 EXPERIMENTS: dict[str, tuple[dict[str, float], dict[str, float]]] = {
     "checkout-button": ({"control": 0.5, "treatment": 0.5}, {"control": 0.10, "treatment": 0.14}),
-    "search-ranking": ({"control": 0.55, "treatment": 0.45}, {"control": 0.20, "treatment": 0.20}),
+    "search-ranking": ({"control": 0.6, "treatment": 0.4}, {"control": 0.20, "treatment": 0.20}),
 }
 
 
@@ -237,3 +237,93 @@ def generate_rows(
             assignments,
         ),
     }
+
+
+# -- Web Vitals beacons ------------------------------------------------------------------------
+
+# (page, weight); the route pattern, as the snippet in docs/insight.md sends it.
+_PAGES = (
+    ("/", 30),
+    ("/search", 25),
+    ("/vendors/[id]", 25),
+    ("/bookings/new", 10),
+    ("/checkout", 10),
+)
+_DEVICES = (("mobile", 55), ("desktop", 38), ("tablet", 7))
+# Typical p50 per metric (ms; CLS unitless) and the spread of the log-normal around it.
+_VITALS = {"LCP": (1200.0, 0.35), "FCP": (800.0, 0.4), "INP": (90.0, 0.5), "CLS": (0.03, 0.9),
+           "TTFB": (350.0, 0.5)}  # fmt: skip
+# The planted problem: the checkout page on phones is slow to paint its main content.
+SLOW_PAGE = ("/checkout", "mobile", "LCP", 2.2)
+
+
+def demo_beacons(count: int, seed: int = 7) -> list[dict[str, Any]]:
+    """`count` page loads' worth of metrics as the snippet sends them, deterministic by seed."""
+    rng = random.Random(f"{seed}:beacons")
+    beacons: list[dict[str, Any]] = []
+    for load in range(count):
+        page = rng.choices([p for p, _ in _PAGES], [w for _, w in _PAGES])[0]
+        device = rng.choices([d for d, _ in _DEVICES], [w for _, w in _DEVICES])[0]
+        for name, (median, spread) in _VITALS.items():
+            value = median * (1.25 if device == "mobile" else 1.0) * rng.lognormvariate(0, spread)
+            if (page, device, name) == SLOW_PAGE[:3]:
+                value *= SLOW_PAGE[3]
+            beacons.append(
+                {
+                    "name": name,
+                    "value": round(value, 4 if name == "CLS" else 1),
+                    "delta": round(value, 4 if name == "CLS" else 1),
+                    "id": f"v4-demo-{seed}-{load}-{name}",
+                    "navigationType": rng.choices(
+                        ["navigate", "reload", "back-forward"], [85, 8, 7]
+                    )[0],
+                    "page": page,
+                    "device": device,
+                }
+            )
+    return beacons
+
+
+def send_beacons(base_url: str, token: str, beacons: list[dict[str, Any]]) -> int:
+    """POST them to the ingestion endpoint in batches of 100, as sendBeacon would (text/plain,
+    token in the query); return how many were accepted."""
+    import json
+
+    import httpx
+
+    accepted = 0
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        for start in range(0, len(beacons), 100):
+            response = client.post(
+                "/ingest/vitals",
+                params={"token": token},
+                content=json.dumps(beacons[start : start + 100]),
+                headers={"Content-Type": "text/plain;charset=UTF-8"},
+            )
+            response.raise_for_status()
+            accepted += int(response.json()["accepted"])
+    return accepted
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser(
+        prog="python -m demo.platform_insight",
+        description="Send demo Web Vitals beacons to a running eventops web app.",
+    )
+    parser.add_argument("--url", default="http://127.0.0.1:8600", help="the eventops web app")
+    parser.add_argument("--loads", type=int, default=300, help="page loads to report")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    token = os.environ.get("EVENTOPS_INGEST_TOKEN")
+    if not token:
+        parser.error("set EVENTOPS_INGEST_TOKEN to the token the server expects")
+    accepted = send_beacons(args.url, token, demo_beacons(args.loads, args.seed))
+    print(f"{accepted} beacons accepted")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -270,3 +270,19 @@ def test_too_few_beacons_record_no_p75(clean_db: str) -> None:
 
     with session_scope() as session:
         assert record_vitals(session, config, T0)["series"] == 0
+
+
+def test_the_demo_beacons_reach_the_endpoint_and_show_the_slow_checkout_on_phones(
+    clean_db: str, base_url: str
+) -> None:
+    from core.clock import utcnow
+    from demo.platform_insight import demo_beacons, send_beacons
+
+    beacons = demo_beacons(600)
+    assert send_beacons(base_url, TOKEN, beacons) == len(beacons) == 3000
+
+    now = utcnow()
+    with session_scope() as session:
+        found = p75_by_page(session, now - timedelta(hours=1), now, min_samples=20)
+    poor = [(v.page, v.device, v.metric) for v in found if v.ok is False]
+    assert poor == [("/checkout", "mobile", "LCP")]
