@@ -114,6 +114,7 @@ def detect(
                     detector=DETECTOR,
                     kind="outside_permissions",
                     severity="critical",
+                    breach=True,
                     subject=f"account:{r.account}",
                     summary=f"{r.role} {r.account} did {r.action} on {r.resource} "
                     f"{r.accesses} times ({r.rows} rows): not allowed for role {r.role}",
@@ -152,6 +153,7 @@ def detect(
                 detector=DETECTOR,
                 kind="bulk_read",
                 severity="critical",
+                breach=True,
                 subject=key,
                 summary=f"{r.role or 'user'} {r.account} touched {value:.0f} rows in {hours} "
                 f"(baseline {mean:.1f}, z={z:.1f}): {', '.join(sorted(r.what))}",

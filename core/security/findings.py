@@ -33,10 +33,16 @@ class Finding:
     window_start: datetime
     window_end: datetime
     evidence: dict[str, Any] = field(default_factory=dict)
+    # A suspected data breach: its incident is labelled category=data_breach, which starts
+    # the breach-notification clock (core/compliance/breach.py).
+    breach: bool = False
 
     @property
     def fingerprint(self) -> str:
         # One incident per detector and subject: repeats update it rather than open more.
+        # Breaches get their own (`security:breach:...`), apart from the subject's warnings.
+        if self.breach:
+            return f"security:breach:{self.detector}:{self.subject}"
         return f"security:{self.detector}:{self.subject}"
 
 
@@ -96,6 +102,7 @@ def raise_incident(
         summary=finding.summary,
         labels={
             "group": "security",
+            "category": "data_breach" if finding.breach else "security",
             "detector": finding.detector,
             "kind": finding.kind,
             "subject": finding.subject,
@@ -312,6 +319,7 @@ def merge_by_window(findings: list[Finding]) -> list[Finding]:
         first.evidence["kinds"].append(finding.kind)
         first.evidence[finding.kind] = finding.evidence
         first.summary += "; " + finding.summary
+        first.breach = first.breach or finding.breach
         if SEVERITY_RANK[finding.severity] > SEVERITY_RANK[first.severity]:
             first.severity, first.kind = finding.severity, finding.kind
     return list(merged.values())

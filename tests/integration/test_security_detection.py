@@ -231,6 +231,25 @@ def test_admin_bulk_export_at_3am_is_a_critical_breach_finding(detected: dict[st
     assert local.hour == 3
 
 
+def test_breach_findings_open_a_data_breach_incident_for_the_notification_clock(
+    detected: dict[str, Any],
+) -> None:
+    (finding,) = [
+        f for f in findings(detector="data_access") if "bulk_read" in f.evidence["kinds"]
+    ]
+    with session_scope() as session:
+        incident = session.get(Incident, finding.incident_id)
+        assert incident is not None
+        assert incident.fingerprint.startswith("security:breach:data_access:account:")
+        assert incident.labels["category"] == "data_breach"
+        assert incident.severity == "critical"
+        # The signature and login incidents are security incidents, not breaches.
+        others = session.scalars(
+            select(Incident).where(~Incident.fingerprint.startswith("security:breach:"))
+        ).all()
+    assert others and all(i.labels["category"] == "security" for i in others)
+
+
 def test_each_finding_raises_one_incident_per_detector_and_subject(
     detected: dict[str, Any],
 ) -> None:
