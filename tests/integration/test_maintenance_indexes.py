@@ -110,6 +110,7 @@ def test_unused_duplicate_overlapping_invalid_bloated_and_unindexed_fk_are_found
 
     bloated = found[("bloated", "public.churn_v_idx")]
     assert bloated.fix == "REINDEX INDEX CONCURRENTLY public.churn_v_idx;" and bloated.safe
+    assert "estimated from the table statistics" in bloated.detail
 
     fk = found[("fk-without-index", "children_parent_id_fkey")]
     assert fk.fix == "CREATE INDEX CONCURRENTLY ON public.children (parent_id);"
@@ -118,6 +119,17 @@ def test_unused_duplicate_overlapping_invalid_bloated_and_unindexed_fk_are_found
     names = {name for _, name in found}
     assert "public.children_pkey" not in names and "public.parents_pkey" not in names
     assert ("unused", "public.children_city_created_idx") in found  # never scanned either
+
+
+def test_with_pgstattuple_installed_bloat_is_measured_not_estimated(fixture_db: str) -> None:
+    with Conn.from_url(fixture_db).connect() as db:
+        db.execute("CREATE EXTENSION pgstattuple")
+        found = findings_by(index_report(db, "platform-db", bloat_ratio=0.5, min_bloat_bytes=0))
+    bloated = found[("bloated", "public.churn_v_idx")]
+    assert "measured by pgstatindex" in bloated.detail
+    assert bloated.fix == "REINDEX INDEX CONCURRENTLY public.churn_v_idx;"
+    # A fresh index is about 90 % full and not reported.
+    assert ("bloated", "public.children_email_a") not in found
 
 
 def test_an_invalid_plain_index_gets_a_reindex_that_runs_as_a_safe_fix(
