@@ -111,20 +111,22 @@ class SourceConfig(_Strict):
 class RecidiveConfig(_Strict):
     """fail2ban's recidive jail: many bans of one offender in `findtime` earn a long ban."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Off: repeat offenders only get increments.")
     maxretry: int = Field(default=5, ge=2, description="Bans within findtime that trigger it.")
-    findtime: Duration = Field(default=timedelta(days=1))
-    bantime: Duration = Field(default=timedelta(weeks=1))
+    findtime: Duration = Field(default=timedelta(days=1), description="How far back bans count.")
+    bantime: Duration = Field(default=timedelta(weeks=1), description="The recidive ban's length.")
 
 
 class FailedLoginsConfig(_Strict):
     """fail2ban's jail semantics over the logins of every web node at once."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Off: no login is judged, nothing banned.")
     maxretry: int = Field(
         default=5, ge=1, description="Counted failures from one IP within findtime that ban it."
     )
-    findtime: Duration = Field(default=timedelta(minutes=10))
+    findtime: Duration = Field(
+        default=timedelta(minutes=10), description="The window maxretry failures must fit in."
+    )
     bantime: Duration = Field(default=timedelta(hours=1), description="First ban's length.")
     bantime_increment: bool = Field(
         default=True, description="fail2ban's bantime.increment: repeat offenders wait longer."
@@ -155,7 +157,9 @@ class FailedLoginsConfig(_Strict):
     account_min_ips: int = Field(
         default=5, ge=2, description="... from at least this many IPs: a distributed attack."
     )
-    account_findtime: Duration = Field(default=timedelta(hours=1))
+    account_findtime: Duration = Field(
+        default=timedelta(hours=1), description="The account jail's window."
+    )
     account_bantime: Duration = Field(
         default=timedelta(minutes=30),
         description="How long an account under distributed attack is locked (or challenged).",
@@ -186,7 +190,7 @@ class ApiAbuseConfig(_Strict):
     """Request rates per key and per IP against their own EWMA baseline, error bursts,
     enumeration."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Off: API requests are not judged.")
     bucket: Duration = Field(default=timedelta(minutes=5), description="Counting interval.")
     ewma_alpha: float = Field(
         default=0.1, gt=0, lt=1, description="Weight of the newest bucket in the baseline."
@@ -204,7 +208,9 @@ class ApiAbuseConfig(_Strict):
     new_key_requests: int = Field(
         default=100, ge=1, description="Until then, requests in a bucket that are abuse."
     )
-    error_statuses: list[int] = Field(default_factory=lambda: [401, 403, 429])
+    error_statuses: list[int] = Field(
+        default_factory=lambda: [401, 403, 429], description="Answers counted as errors."
+    )
     error_burst: int = Field(
         default=20, ge=1, description="error_statuses answers to one key/IP in a bucket."
     )
@@ -234,19 +240,21 @@ class ApiAbuseConfig(_Strict):
 class DataAccessConfig(_Strict):
     """Data breach detection on the data access log."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Off: data access is not judged.")
     permissions: dict[str, dict[str, list[str]]] = Field(
         default_factory=dict,
         description="role -> table (or `*`) -> allowed actions (or `*`). Roles not listed are "
         "not judged on permissions.",
     )
     bucket: Duration = Field(default=timedelta(hours=1), description="Bulk counting interval.")
-    ewma_alpha: float = Field(default=0.1, gt=0, lt=1)
-    z_threshold: float = Field(default=4.0, gt=0)
+    ewma_alpha: float = Field(
+        default=0.1, gt=0, lt=1, description="Weight of the newest bucket in the baseline."
+    )
+    z_threshold: float = Field(default=4.0, gt=0, description="Standard scores above: bulk.")
     min_rows: int = Field(
         default=30, ge=1, description="Fewer rows in a bucket are never a bulk read."
     )
-    min_stddev: float = Field(default=2.0, gt=0)
+    min_stddev: float = Field(default=2.0, gt=0, description="Floor of the baseline's deviation.")
     warmup_buckets: int = Field(
         default=12, ge=0, description="Buckets an actor's baseline learns before z-scores count."
     )
@@ -258,7 +266,9 @@ class DataAccessConfig(_Strict):
         pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$",
         description="Local time (the config's timezone); access outside is unusual.",
     )
-    unusual_hours_roles: list[str] = Field(default_factory=lambda: ["admin"])
+    unusual_hours_roles: list[str] = Field(
+        default_factory=lambda: ["admin"], description="Roles judged on their hours."
+    )
     unusual_hours_min: int = Field(
         default=5, ge=1, description="Accesses in a bucket outside working hours that count."
     )
@@ -266,14 +276,18 @@ class DataAccessConfig(_Strict):
         default_factory=lambda: ["admin"],
         description="Roles whose logins from a new network or country are findings.",
     )
-    network_prefix_v4: int = Field(default=16, ge=8, le=32)
-    network_prefix_v6: int = Field(default=48, ge=16, le=128)
+    network_prefix_v4: int = Field(
+        default=16, ge=8, le=32, description="IPv4 prefix length of a network."
+    )
+    network_prefix_v6: int = Field(
+        default=48, ge=16, le=128, description="IPv6 prefix length of a network."
+    )
 
 
 class SignaturesConfig(_Strict):
     """Known attack signatures in request paths and user agents (case-insensitive regexes)."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Off: no signature is looked for.")
     extra: dict[str, str] = Field(
         default_factory=dict,
         description="More signatures: name -> regex over the decoded path; a built-in name "
