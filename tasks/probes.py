@@ -39,7 +39,9 @@ def dispatch_due() -> dict[str, int]:
     batches = [slots[i : i + size] for i in range(0, len(slots), size)]
     for batch in batches:
         run_batch.delay([[s.check_id, s.slot.isoformat()] for s in batch])
-    return {"claimed": len(slots), "batches": len(batches)}
+    # `resent`: slots whose earlier dispatch was lost (lease ran out), sent again.
+    resent = sum(1 for s in slots if s.attempt > 1)
+    return {"claimed": len(slots), "resent": resent, "batches": len(batches)}
 
 
 @app.task(

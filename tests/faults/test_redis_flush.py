@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,18 @@ from beat_schedule import DISPATCH_EVERY_S, SWEEP_EVERY_S
 from core.clock import utcnow
 from core.schedule import LEASE_GRACE
 from models.db import session_scope
-from models.tables import Check, Outcome
+from models.tables import Outcome
 from tests.faults.harness import (
     Cluster,
     CountingTarget,
     http_checks,
+    latest_outcomes,
     outcome_statuses,
     queue_length,
     settle,
     wait_for,
     wait_for_ticks,
+    worst_silence,
     write_config,
 )
 from tests.receivers import WebhookReceiver
@@ -51,34 +52,6 @@ def target() -> Iterator[CountingTarget]:
 def hooks() -> Iterator[tuple[WebhookReceiver, WebhookReceiver]]:
     with WebhookReceiver() as first, WebhookReceiver() as second:
         yield first, second
-
-
-def _latest_outcomes() -> dict[str, datetime]:
-    with session_scope() as session:
-        rows = session.execute(
-            select(Check.name, Outcome.observed_at)
-            .join(Check, Check.id == Outcome.check_id)
-            .order_by(Outcome.observed_at)
-        ).all()
-    latest: dict[str, datetime] = {}
-    for name, at in rows:
-        latest[name] = at
-    return latest
-
-
-def _worst_silence() -> tuple[str, timedelta]:
-    """The longest time any check went without an outcome (by observation time)."""
-    with session_scope() as session:
-        rows = session.execute(
-            select(Check.name, Outcome.observed_at)
-            .join(Check, Check.id == Outcome.check_id)
-            .order_by(Check.name, Outcome.observed_at)
-        ).all()
-    worst = ("", timedelta(0))
-    for (name, before), (other, after) in itertools.pairwise(rows):
-        if name == other and after - before > worst[1]:
-            worst = (name, after - before)
-    return worst
 
 
 def test_flushed_redis_loses_no_check_and_no_pending_escalation(
@@ -146,7 +119,7 @@ def test_flushed_redis_loses_no_check_and_no_pending_escalation(
     assert second.titles() == [], "the second step fired before the flush; nothing was tested"
 
     def all_checks_probed_since_flush() -> bool:
-        latest = _latest_outcomes()
+        latest = latest_outcomes()
         return len(latest) == CHECKS + 1 and min(latest.values()) > flushed + INTERVAL
 
     wait_for(
@@ -166,7 +139,7 @@ def test_flushed_redis_loses_no_check_and_no_pending_escalation(
             select(Outcome.slot).where(Outcome.observed_at - Outcome.slot >= LEASE_GRACE)
         ).all()
     assert late, "no slot was recovered through its lease: the flush destroyed nothing"
-    name, silence = _worst_silence()
+    name, silence = worst_silence()
     assert silence <= WORST_DELAY, f"{name} had no outcome for {silence}"
     time.sleep(1)
     assert first.titles() == ["[CRITICAL] pay is down"]
