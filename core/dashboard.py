@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -516,45 +517,69 @@ def insight_summary(session: Session, config: EventopsConfig, now: datetime) -> 
     return _jsonable(found)
 
 
-def reports(var_dir: Path) -> dict[str, Any]:
-    """The reports on disk (the reports duty's registry), newest first."""
-    registry = _optional("core.reports.registry", "list_reports")
-    if registry is None:
-        return {"configured": False, "items": []}
+def reports(var_dir: Path, directory: Path | None = None) -> dict[str, Any]:
+    """The reports on disk (the reports duty's registry), newest first, with the URLs the
+    dashboard serves their files under."""
     try:
-        found = list(registry(var_dir))
+        found = _report_rows(var_dir, directory)
     except Exception as error:
         log.warning("list_reports failed", exc_info=True)
         return {"configured": True, "items": [], "error": f"{type(error).__name__}"}
+    if found is None:
+        return {"configured": False, "items": []}
     items = []
-    for entry in found:
-        row = dict(entry) if not isinstance(entry, dict) else entry
+    for row in found[:50]:
+        name = str(row.get("name"))
+        base = f"/reports/{quote(name, safe='')}/"
+        html, md = row.get("html_path") or row.get("html"), row.get("md_path") or row.get("md")
         items.append(
             {
-                "name": str(row.get("name")),
+                "name": name,
                 "kind": row.get("kind"),
                 "created_at": _iso(row.get("created_at")),
-                "html": bool(row.get("html") or row.get("html_path")),
-                "md": bool(row.get("md") or row.get("md_path")),
+                "html_url": base + Path(str(html)).name if html else None,
+                "md_url": base + Path(str(md)).name if md else None,
             }
         )
-    return {"configured": True, "items": items[:50]}
+    return {"configured": True, "items": items}
 
 
-def report_file(var_dir: Path, name: str, kind: str) -> Path | None:
-    """The HTML or Markdown file of the report called `name`, if the registry lists it."""
+def report_file(
+    var_dir: Path, name: str, filename: str, directory: Path | None = None
+) -> Path | None:
+    """A file of the report called `name` (its HTML, Markdown or a chart), if the registry
+    lists that report; only plain file names inside the report's own folder."""
+    if "/" in filename or "\\" in filename or filename.startswith("."):
+        return None
+    for row in _report_rows(var_dir, directory) or []:
+        if str(row.get("name")) != name:
+            continue
+        anchor = row.get("html_path") or row.get("md_path")
+        if not anchor:
+            return None
+        path = Path(str(anchor)).parent / filename
+        return path if path.is_file() else None
+    return None
+
+
+def _report_rows(var_dir: Path, directory: Path | None) -> list[dict[str, Any]] | None:
     registry = _optional("core.reports.registry", "list_reports")
     if registry is None:
         return None
-    for entry in registry(var_dir):
-        row = dict(entry) if not isinstance(entry, dict) else entry
-        if str(row.get("name")) != name:
-            continue
-        raw = row.get(kind) or row.get(f"{kind}_path")
-        if raw:
-            path = Path(str(raw))
-            return path if path.is_file() else None
-    return None
+    found = registry(var_dir, directory) if directory is not None else registry(var_dir)
+    return [_row(entry) for entry in found]
+
+
+def _row(entry: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    if isinstance(entry, dict):
+        return entry
+    if hasattr(entry, "as_dict"):
+        return dict(entry.as_dict())
+    if is_dataclass(entry) and not isinstance(entry, type):
+        return asdict(entry)
+    return dict(vars(entry))
 
 
 # -- helpers --------------------------------------------------------------------------------

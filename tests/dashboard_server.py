@@ -40,6 +40,7 @@ class Dashboard:
     password: str
     process: subprocess.Popen[bytes]
     log: Path
+    var_dir: Path
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, follow_redirects=False)
@@ -110,7 +111,7 @@ def running_dashboard(
             if time.monotonic() > deadline:
                 raise AssertionError(f"the dashboard did not start:\n{log.read_text()}")
             time.sleep(0.2)
-        yield Dashboard(url, USER, PASSWORD, process, log)
+        yield Dashboard(url, USER, PASSWORD, process, log, var_dir)
     finally:
         process.terminate()
         try:

@@ -174,15 +174,32 @@ def dashboard_page(request: Request, user: PageUser) -> HTMLResponse:
     )
 
 
-@router.get("/reports/{name}.{kind}", include_in_schema=False)
-def report_file(request: Request, user: PageUser, name: str, kind: str) -> Response:
-    if kind not in ("html", "md"):
-        raise HTTPException(status_code=404, detail="no such report file")
-    path = queries.report_file(_settings(request).var_dir, name, kind)
+# Report pages are static HTML with their own inline styles and charts, never scripts.
+REPORT_CSP = (
+    "default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+REPORT_TYPES = {".html": "text/html", ".md": "text/markdown", ".png": "image/png"}
+
+
+@router.get("/reports/{name}/{filename}", include_in_schema=False)
+def report_file(request: Request, user: PageUser, name: str, filename: str) -> Response:
+    """A generated report's files: /reports/<name>/index.html links its charts relatively."""
+    path = queries.report_file(_settings(request).var_dir, name, filename, _reports_dir(request))
     if path is None:
         raise HTTPException(status_code=404, detail="no such report file")
-    media = "text/html" if kind == "html" else "text/markdown"
-    return FileResponse(path, media_type=media)
+    media = REPORT_TYPES.get(path.suffix, "application/octet-stream")
+    return FileResponse(path, media_type=media, headers={"Content-Security-Policy": REPORT_CSP})
+
+
+def _reports_dir(request: Request) -> Path | None:
+    """`reports.directory` from the config, when the reports duty configures one."""
+    try:
+        section = getattr(_config(request), "reports", None)
+    except Exception:  # a config problem must not take the dashboard down
+        return None
+    directory = getattr(section, "directory", None)
+    return Path(directory) if directory else None
 
 
 # -- the JSON API ---------------------------------------------------------------------------
@@ -372,8 +389,8 @@ def api_insight(user: ApiUser, request: Request) -> dict[str, Any]:
 
 @router.get("/api/reports", tags=["business"], summary="Generated reports, newest first")
 def api_reports(user: ApiUser, request: Request) -> dict[str, Any]:
-    """Each report links to `/reports/<name>.html` and `/reports/<name>.md`."""
-    found: dict[str, Any] = queries.reports(_settings(request).var_dir)
+    """Each report has `html_url` and `md_url` (under `/reports/<name>/`), behind the login."""
+    found: dict[str, Any] = queries.reports(_settings(request).var_dir, _reports_dir(request))
     return found
 
 
@@ -397,5 +414,5 @@ def api_summary(user: ApiUser, request: Request) -> dict[str, Any]:
         "incidents": incidents,
         "workers": _workers(request),
         "insight": api_insight(user, request),
-        "reports": queries.reports(_settings(request).var_dir),
+        "reports": queries.reports(_settings(request).var_dir, _reports_dir(request)),
     }

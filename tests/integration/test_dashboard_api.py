@@ -3,6 +3,7 @@ login, sessions, CSRF, acknowledge, the check list and charts."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -260,3 +261,36 @@ def test_the_app_mounts_the_ingestion_and_metrics_routers_with_their_own_auth(
         assert metrics.status_code == 200 and "eventops_" in metrics.text
         beacon = client.post("/ingest/vitals", json=[])
         assert beacon.status_code in (401, 403), beacon.text
+
+
+def test_reports_are_listed_and_served_with_their_charts_behind_the_login(
+    dashboard: Dashboard,
+) -> None:
+    # A finished report folder as the reports duty publishes it (core/reports/registry.py).
+    folder = dashboard.var_dir / "reports" / "weekly-2026-w48"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "index.html").write_text('<h1>Week 48</h1><img src="uptime.png">')
+    (folder / "report.md").write_text("# Week 48\n")
+    (folder / "uptime.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    (folder / "meta.json").write_text(
+        json.dumps(
+            {"name": "weekly-2026-w48", "kind": "weekly", "created_at": "2026-11-27T09:00:00+00:00"}
+        )
+    )
+    with dashboard.client() as anonymous:
+        assert anonymous.get("/reports/weekly-2026-w48/index.html").status_code == 303
+    client, _ = dashboard.login()
+    with closing(client):
+        listed = client.get("/api/reports").json()
+        assert listed["configured"] is True
+        (report,) = [r for r in listed["items"] if r["name"] == "weekly-2026-w48"]
+        assert report["html_url"] == "/reports/weekly-2026-w48/index.html"
+        page = client.get(report["html_url"])
+        assert page.status_code == 200 and "Week 48" in page.text
+        assert "script-src" not in page.headers["content-security-policy"]
+        chart = client.get("/reports/weekly-2026-w48/uptime.png")
+        assert chart.status_code == 200 and chart.content.startswith(b"\x89PNG")
+        assert client.get(report["md_url"]).text == "# Week 48\n"
+        for bad in ("meta.json.bak", ".hidden", "..%2F..%2Fdashboard.password"):
+            assert client.get(f"/reports/weekly-2026-w48/{bad}").status_code == 404, bad
+        assert client.get("/reports/nope/index.html").status_code == 404

@@ -269,8 +269,8 @@
     }
     list.replaceChildren(...data.items.map((r) => el(
       "li", {},
-      r.html ? el("a", { href: `/reports/${encodeURIComponent(r.name)}.html` }, r.name) : r.name,
-      r.md ? el("a", { href: `/reports/${encodeURIComponent(r.name)}.md`, class: "muted" }, " (md)") : null,
+      r.html_url ? el("a", { href: r.html_url, target: "_blank", rel: "noopener" }, r.name) : r.name,
+      r.md_url ? el("a", { href: r.md_url, class: "muted", target: "_blank", rel: "noopener" }, " (md)") : null,
       el("span", { class: "muted" }, ` ${r.kind || ""} ${r.created_at ? ago(r.created_at) : ""}`),
     )));
   }
