@@ -234,9 +234,7 @@ def test_admin_bulk_export_at_3am_is_a_critical_breach_finding(detected: dict[st
 def test_breach_findings_open_a_data_breach_incident_for_the_notification_clock(
     detected: dict[str, Any],
 ) -> None:
-    (finding,) = [
-        f for f in findings(detector="data_access") if "bulk_read" in f.evidence["kinds"]
-    ]
+    (finding,) = [f for f in findings(detector="data_access") if "bulk_read" in f.evidence["kinds"]]
     with session_scope() as session:
         incident = session.get(Incident, finding.incident_id)
         assert incident is not None
