@@ -325,3 +325,20 @@ def test_daily_analysis_counts_the_days_findings_and_bans(clean_db: str, tmp_pat
         incidents = list(session.scalars(select(Incident)))
     assert markdown_again == markdown
     assert len(incidents) == 1
+
+
+def test_the_tick_reads_judges_and_prunes_events_past_keep_events(
+    clean_db: str, tmp_path: Path
+) -> None:
+    config = jail_config(tmp_path, keep_events="30d")
+    write(tmp_path / "auth.jsonl", [
+        login(T0 - timedelta(days=40), "100.64.0.1", "old@example.test", True),
+        *burst(T0, "203.0.113.2"),
+    ])  # fmt: skip
+    summary = runner.tick(session_scope, config, None, T0 + timedelta(minutes=5))
+    assert summary["sources"]["auth-file"] == {"read": 7, "stored": 7}
+    assert summary["failed_logins"]["bans"] == 1
+    assert summary["pruned"] == 1
+    again = runner.tick(session_scope, config, None, T0 + timedelta(minutes=5))
+    assert again["sources"]["auth-file"] == {"read": 0, "stored": 0}
+    assert again["failed_logins"] == {"window": None}
