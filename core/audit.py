@@ -211,7 +211,7 @@ def _next_id_after(session: Session, row_id: int) -> int | None:
 
 
 def _broken_link(
-    session: Session, row: AuditEntry, previous: tuple[int, str] | None
+    session: Session, row: Any, previous: tuple[int, str] | None
 ) -> tuple[int, str, str]:
     """Row `row` does not link to the row before it: say which row is first bad and how."""
     pointed = _find_by_hash(session, row.prev_hash) if row.prev_hash != GENESIS else None
@@ -289,7 +289,18 @@ def verify_chain(session: Session, var_dir: Path | None = None, batch: int = 500
     seen_hash: dict[int, str] = {}
     anchors = [*_table_anchors(session), *read_file_anchors(var_dir)]
     anchored_ids = {a.last_id for a in anchors}
-    for row in session.scalars(select(AuditEntry).order_by(AuditEntry.id)).yield_per(batch):
+    # Plain rows, streamed: ORM objects would pile up in the session's identity map.
+    columns = select(
+        AuditEntry.id,
+        AuditEntry.at,
+        AuditEntry.actor,
+        AuditEntry.action,
+        AuditEntry.subject,
+        AuditEntry.details,
+        AuditEntry.prev_hash,
+        AuditEntry.hash,
+    ).order_by(AuditEntry.id)
+    for row in session.execute(columns.execution_options(yield_per=batch)):
         rows += 1
         expected_prev = previous[1] if previous else GENESIS
         if row.prev_hash != expected_prev:

@@ -85,10 +85,13 @@ def test_a_manually_triggered_task_is_audited_with_its_arguments(
 def test_a_starting_worker_audits_the_config_it_found(env: Path) -> None:
     from celery.signals import worker_ready
 
-    import workers.signals  # noqa: F401  (connects the handlers, as the worker does)
+    from workers.audit_signals import _audit_config_at_start
 
-    worker_ready.send(sender=None)
-    worker_ready.send(sender=None)  # a second worker, same file: nothing new
+    # Connected to worker_ready (called directly here: sending the signal would also start
+    # the other worker_ready handlers, such as the heartbeat thread, in the test process).
+    assert _audit_config_at_start in [ref() for _, ref in worker_ready.receivers]
+    _audit_config_at_start()
+    _audit_config_at_start()  # a second worker, same file: nothing new
     with session_scope() as session:
         rows = session.scalars(
             select(AuditEntry).where(AuditEntry.action == "config.changed")
