@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,25 +53,42 @@ def chromium_path() -> str:
 
 
 @pytest.fixture
-def browser_context(chromium_path: str) -> Iterator[Any]:
-    """A fresh Chromium with its own user-data dir; yields a Playwright BrowserContext."""
+def new_browser_context(chromium_path: str) -> Iterator[Callable[..., Any]]:
+    """A factory: `new_browser_context(http_credentials={...})` starts a fresh Chromium (own
+    temporary user-data dir) and returns its Playwright BrowserContext; all are closed after
+    the test. Keyword arguments are Playwright's context options."""
     from playwright.sync_api import sync_playwright
 
-    profile = tempfile.mkdtemp(prefix="eventops-chromium-")
-    try:
-        with sync_playwright() as p:
+    profiles: list[str] = []
+    contexts: list[Any] = []
+    with sync_playwright() as p:
+
+        def launch(**options: Any) -> Any:
+            profile = tempfile.mkdtemp(prefix="eventops-chromium-")
+            profiles.append(profile)
+            options.setdefault("viewport", {"width": 1400, "height": 1000})
             # Playwright takes the user-data dir as a parameter of a persistent context (it
-            # refuses --user-data-dir in args); a new temporary one per test keeps it fresh.
+            # refuses --user-data-dir in args); a new temporary one each time keeps it fresh.
             context = p.chromium.launch_persistent_context(
                 profile,
                 executable_path=chromium_path,
                 args=CHROMIUM_ARGS,
                 headless=True,
-                viewport={"width": 1400, "height": 1000},
+                **options,
             )
-            try:
-                yield context
-            finally:
+            contexts.append(context)
+            return context
+
+        try:
+            yield launch
+        finally:
+            for context in contexts:
                 context.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+            for profile in profiles:
+                shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser_context(new_browser_context: Callable[..., Any]) -> Any:
+    """One fresh Chromium context with default options."""
+    return new_browser_context()
