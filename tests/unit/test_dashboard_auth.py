@@ -1,0 +1,76 @@
+"""The dashboard's session cookies and login limiter, with an injected clock."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from web.auth import SESSION_MAX_AGE_S, Auth, LoginLimiter, dashboard_password
+from workers.settings import Settings
+
+
+def settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "var_dir": tmp_path,
+        "dashboard_user": "ops",
+        "dashboard_password": SecretStr("pw-one"),
+        "dashboard_secret": SecretStr("k" * 32),
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def test_a_signed_session_reads_back_and_any_tampering_voids_it(tmp_path: Path) -> None:
+    auth = Auth(settings(tmp_path))
+    session, cookie = auth.new_session("ops")
+    assert auth.read_cookie(cookie, now=session.issued_at + 60) == session
+    body, signature = cookie.rsplit(".", 1)
+    flipped = signature[:-1] + ("A" if signature[-1] != "A" else "B")
+    assert auth.read_cookie(f"{body}.{flipped}") is None
+    assert auth.read_cookie(f"{body[:-2]}xx.{signature}") is None
+    assert auth.read_cookie("no-dot-at-all") is None
+    assert auth.read_cookie(None) is None
+
+
+def test_a_session_expires_after_twelve_hours(tmp_path: Path) -> None:
+    auth = Auth(settings(tmp_path))
+    session, cookie = auth.new_session("ops")
+    assert auth.read_cookie(cookie, now=session.issued_at + SESSION_MAX_AGE_S) is not None
+    assert auth.read_cookie(cookie, now=session.issued_at + SESSION_MAX_AGE_S + 1) is None
+
+
+def test_changing_the_password_or_the_secret_logs_everyone_out(tmp_path: Path) -> None:
+    _, cookie = Auth(settings(tmp_path)).new_session("ops")
+    assert Auth(settings(tmp_path)).read_cookie(cookie) is not None
+    assert (
+        Auth(settings(tmp_path, dashboard_password=SecretStr("pw-two"))).read_cookie(cookie) is None
+    )
+    assert (
+        Auth(settings(tmp_path, dashboard_secret=SecretStr("x" * 32))).read_cookie(cookie) is None
+    )
+
+
+def test_an_unset_or_empty_password_is_generated_once_into_a_private_file(tmp_path: Path) -> None:
+    first = dashboard_password(settings(tmp_path, dashboard_password=None))
+    again = dashboard_password(settings(tmp_path, dashboard_password=SecretStr("")))
+    assert first == again and len(first) >= 12
+    mode = (tmp_path / "dashboard.password").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+    assert Auth(settings(tmp_path, dashboard_password=None)).check_credentials("ops", first)
+    assert not Auth(settings(tmp_path, dashboard_password=None)).check_credentials("ops", "")
+
+
+def test_the_limiter_allows_five_failures_a_minute_per_key_then_waits_out_the_window() -> None:
+    limiter = LoginLimiter(allowed=5, window_s=60)
+    keys = ["addr:10.0.0.1", "user:ops"]
+    for second in range(5):
+        assert limiter.retry_after(keys, now=100.0 + second) == 0
+        limiter.failed(keys, now=100.0 + second)
+    assert limiter.retry_after(keys, now=105.0) == 56
+    assert limiter.retry_after(["addr:10.0.0.2"], now=105.0) == 0  # another address is free
+    assert limiter.retry_after(["user:ops"], now=105.0) > 0  # but not the same user name
+    assert limiter.retry_after(keys, now=160.5) == 0  # the oldest failure left the window
+    limiter.succeeded(keys)
+    assert limiter.retry_after(keys, now=106.0) == 0
