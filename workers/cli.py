@@ -13,6 +13,14 @@ from typing import Any, TypeVar
 import click
 
 from models.config import ConfigError, EventopsConfig, load_config
+from workers.cli_output import (
+    EXIT_TIMEOUT,
+    NotFound,
+    fail,
+    print_json,
+    print_table,
+    waiting,
+)
 
 if __name__ == "__main__":
     # `python -m workers.cli`: run the importable module instead of this __main__ copy, whose
@@ -246,15 +254,24 @@ def checks_list(as_json: bool) -> None:
             for c in rows
         ]
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        print_json(data)
         return
-    click.echo(f"{'name':<20} {'status':<9} {'every':>6} {'latency':>9}  last reason")
-    for row in data:
-        latency = f"{row['last_latency_ms']:.0f} ms" if row["last_latency_ms"] is not None else "-"
-        click.echo(
-            f"{row['name']:<20} {row['status']:<9} {row['interval_s']:>5.0f}s {latency:>9}  "
-            f"{row['last_reason'] or ''}"
-        )
+    print_table(
+        ["check", "status", "every", "latency", "failures", "checked", "last reason"],
+        [
+            [
+                row["name"],
+                row["status"],
+                f"{row['interval_s']:.0f}s",
+                f"{row['last_latency_ms']:.0f} ms" if row["last_latency_ms"] is not None else "-",
+                row["failures"],
+                str(row["last_checked_at"] or "-")[:19].replace("T", " "),
+                row["last_reason"] or "",
+            ]
+            for row in data
+        ],
+        right=["every", "latency", "failures"],
+    )
 
 
 @checks.command("run")
@@ -267,7 +284,7 @@ def checks_run(name: str) -> None:
     with session_scope() as session:
         found = request_probe_now(session, name)
     if not found:
-        raise click.ClickException(f"no check named {name!r}")
+        raise NotFound(f"no check named {name!r}")
     click.echo(f"{name}: due now")
 
 
@@ -303,16 +320,83 @@ def incidents_list(show_all: bool, as_json: bool) -> None:
             for i in session.scalars(query)
         ]
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        print_json(data)
         return
     if not data:
         click.echo("no open incidents" if not show_all else "no incidents")
-    for row in data:
-        notified = "notified" if row["notified_at"] else "not notified yet"
-        click.echo(
-            f"#{row['id']:<5} {row['severity']:<8} {row['status']:<12} {row['title']} "
-            f"(since {str(row['opened_at'])[:19]}, {notified})"
-        )
+        return
+    print_table(
+        ["id", "severity", "status", "title", "since", "notified"],
+        [
+            [
+                f"#{row['id']}",
+                row["severity"],
+                row["status"],
+                row["title"],
+                str(row["opened_at"])[:19].replace("T", " "),
+                "yes" if row["notified_at"] else "not yet",
+            ]
+            for row in data
+        ],
+        right=["id"],
+    )
+
+
+@incidents.command("show")
+@click.argument("incident_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def incidents_show(incident_id: int, as_json: bool) -> None:
+    """One incident with its timeline: every transition, note and notification."""
+    from sqlalchemy import select
+
+    from models.db import session_scope
+    from models.tables import Incident, IncidentEvent
+
+    with session_scope() as session:
+        incident = session.get(Incident, incident_id)
+        if incident is None:
+            raise NotFound(f"no incident #{incident_id}")
+        events = session.scalars(
+            select(IncidentEvent)
+            .where(IncidentEvent.incident_id == incident_id)
+            .order_by(IncidentEvent.at, IncidentEvent.id)
+        ).all()
+        data: dict[str, Any] = {
+            "id": incident.id,
+            "title": incident.title,
+            "severity": incident.severity,
+            "status": incident.status,
+            "category": incident.category,
+            "labels": incident.labels,
+            "summary": incident.summary,
+            "impact": incident.impact,
+            "opened_at": incident.opened_at.isoformat(),
+            "acknowledged_by": incident.acknowledged_by,
+            "resolved_at": incident.resolved_at.isoformat() if incident.resolved_at else None,
+            "timeline": [
+                {"at": e.at.isoformat(), "kind": e.kind, "actor": e.actor, "detail": e.detail}
+                for e in events
+            ],
+        }
+    if as_json:
+        print_json(data)
+        return
+    click.echo(f"#{data['id']} {data['title']}")
+    click.echo(
+        f"  {data['severity']}, {data['status']}, {data['category']}; "
+        f"opened {data['opened_at'][:19].replace('T', ' ')} UTC"
+    )
+    for label in ("summary", "impact", "acknowledged_by"):
+        if data[label]:
+            click.echo(f"  {label.replace('_', ' ')}: {data[label]}")
+    print_table(
+        ["at (UTC)", "event", "by", "detail"],
+        [
+            [e["at"][:19].replace("T", " "), e["kind"], e["actor"], e["detail"] or ""]
+            for e in data["timeline"]
+        ],
+        title="timeline",
+    )
 
 
 def _change_incident(action: str, incident_id: int, by: str) -> None:
@@ -326,7 +410,7 @@ def _change_incident(action: str, incident_id: int, by: str) -> None:
         else:
             changed = lifecycle.reopen(incident_id, by, checked_config())
     except lifecycle.IncidentNotFound as error:
-        raise click.ClickException(str(error)) from None
+        raise NotFound(str(error)) from None
     verb = {"acknowledge": "acknowledged", "resolve": "resolved", "reopen": "reopened"}[action]
     unchanged = {
         "acknowledge": "was not open",
@@ -372,7 +456,7 @@ def incidents_note(incident_id: int, text: str, by: str, public: bool) -> None:
     try:
         lifecycle.note(incident_id, text, by, checked_config(), public=public)
     except lifecycle.IncidentNotFound as error:
-        raise click.ClickException(str(error)) from None
+        raise NotFound(str(error)) from None
     click.echo(f"#{incident_id}: noted")
 
 
@@ -391,7 +475,7 @@ def incidents_postmortem(incident_id: int) -> None:
             stored = incident.postmortem if incident is not None else None
             click.echo(stored or draft_postmortem(session, incident_id))
     except IncidentNotFound as error:
-        raise click.ClickException(str(error)) from None
+        raise NotFound(str(error)) from None
 
 
 @main.group()
@@ -447,15 +531,26 @@ def silences_list(as_json: bool) -> None:
             for s in rows
         ]
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        print_json(data)
         return
     if not data:
         click.echo("no active silences")
-    for row in data:
-        click.echo(
-            f"#{row['id']:<4} {' '.join(row['matchers'])}  until {str(row['ends_at'])[:16]}  "
-            f"by {row['created_by']}  {row['comment']}"
-        )
+        return
+    print_table(
+        ["id", "matchers", "from", "until", "by", "comment"],
+        [
+            [
+                f"#{row['id']}",
+                " ".join(row["matchers"]),
+                str(row["starts_at"])[:16].replace("T", " "),
+                str(row["ends_at"])[:16].replace("T", " "),
+                row["created_by"],
+                row["comment"],
+            ]
+            for row in data
+        ],
+        right=["id"],
+    )
 
 
 @silences.command("expire")
@@ -468,7 +563,9 @@ def silences_expire(silence_id: int, by: str) -> None:
 
     with session_scope() as session:
         ended = expire_silence(session, silence_id, by=by)
-    click.echo(f"silence #{silence_id} ended" if ended else f"no active silence #{silence_id}")
+    if not ended:
+        raise NotFound(f"no active silence #{silence_id}")
+    click.echo(f"silence #{silence_id} ended")
 
 
 @main.group()
@@ -533,17 +630,28 @@ def backups_list(show_all: bool, as_json: bool) -> None:
             for b in session.scalars(query)
         ]
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        print_json(data)
         return
     if not data:
         click.echo("no backups yet")
-    for row in data:
-        size = f"{row['size_bytes'] / 1e6:.1f} MB" if row["size_bytes"] else "-"
-        when = str(row["snapshot_at"] or "")[:19]
-        click.echo(
-            f"#{row['id']:<5} {row['kind']:<12} {row['state']:<10} {row['verify_state']:<11} "
-            f"{when:<20} {size:>10}  {row['error'] or ''}"
-        )
+        return
+    print_table(
+        ["id", "kind", "state", "verified", "snapshot (UTC)", "size", "took", "error"],
+        [
+            [
+                f"#{row['id']}",
+                row["kind"],
+                row["state"],
+                row["verify_state"],
+                str(row["snapshot_at"] or "-")[:19].replace("T", " "),
+                f"{row['size_bytes'] / 1e6:.1f} MB" if row["size_bytes"] else "-",
+                f"{row['duration_s']:.1f} s" if row["duration_s"] is not None else "-",
+                row["error"] or "",
+            ]
+            for row in data
+        ],
+        right=["id", "size", "took"],
+    )
 
 
 @backups.command("run")
@@ -557,7 +665,9 @@ def backups_run(kind: str) -> None:
 
     config, conn, directory, key = _backup_setup()
     slot = slot_for("day" if kind == "daily" else "hour", utcnow())
-    _report(run_logical_backup(session_scope, conn, config, directory, kind, slot, key))
+    with waiting(f"taking the {kind} backup (pg_dump, checksum, encryption)"):
+        result = run_logical_backup(session_scope, conn, config, directory, kind, slot, key)
+    _report(result)
 
 
 @backups.command("verify")
@@ -701,11 +811,9 @@ def tasks_list(as_json: bool) -> None:
 
     routes = registered_tasks()
     if as_json:
-        click.echo(json.dumps([{"name": n, "queue": q} for n, q in routes.items()], indent=2))
+        print_json([{"name": n, "queue": q} for n, q in routes.items()])
         return
-    width = max((len(name) for name in routes), default=0)
-    for name, queue in routes.items():
-        click.echo(f"{name:<{width}}  {queue}")
+    print_table(["task", "queue"], list(routes.items()))
 
 
 def _json_option(value: str | None, option: str, kind: type) -> Any:
@@ -756,13 +864,12 @@ def tasks_run(
         click.echo(f"sent {name} to queue {sent.queue} (task id {sent.id})")
         return
     try:
-        result = sent.get(wait)
+        with waiting(f"waiting up to {wait:g} s for {name} (task id {sent.id})"):
+            result = sent.get(wait)
     except TimeoutError as error:
-        click.echo(f"eventops: {error}", err=True)
-        sys.exit(1)
+        fail(str(error), EXIT_TIMEOUT)
     except Exception as error:  # the task's own exception, re-raised by the result backend
-        click.echo(f"eventops: {name} failed: {type(error).__name__}: {error}", err=True)
-        sys.exit(1)
+        fail(f"{name} failed: {type(error).__name__}: {error}")
     click.echo(json.dumps(result, indent=2, default=str))
 
 

@@ -76,9 +76,9 @@ def test_the_postmortem_command_prints_a_markdown_draft(clean_db: str) -> None:
     assert result.output.startswith(f"# Post-mortem: #{incident_id} api is down")
 
 
-def test_an_unknown_incident_is_a_clear_error_with_exit_code_1(clean_db: str) -> None:
+def test_an_unknown_incident_is_a_clear_error_with_exit_code_3(clean_db: str) -> None:
     result = CliRunner().invoke(main, ["incidents", "ack", "999"])
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert "no incident #999" in result.output
 
 
@@ -123,6 +123,6 @@ def test_checks_run_makes_a_check_due_now(clean_db: str) -> None:
         due = session.scalars(select(Check.next_due_at)).one()
     assert due <= utcnow()
     missing = CliRunner().invoke(main, ["checks", "run", "nope"])
-    assert missing.exit_code == 1 and "no check named 'nope'" in missing.output
+    assert missing.exit_code == 3 and "no check named 'nope'" in missing.output
     listed = json.loads(cli("checks", "list", "--json").output)
     assert [c["name"] for c in listed] == ["api"]

@@ -258,7 +258,7 @@ def test_tasks_run_refuses_bad_json_and_unknown_names_with_exit_2(env: dict[str,
     assert unknown.exit_code == 2 and "did you mean escalations.sweep" in unknown.output
 
 
-def test_tasks_run_without_a_worker_times_out_with_exit_1(env: dict[str, str]) -> None:
+def test_tasks_run_without_a_worker_times_out_with_exit_4(env: dict[str, str]) -> None:
     done = subprocess.run(
         eventops("tasks", "run", "escalations.sweep", "--wait", "1"),
         env=env,
@@ -267,7 +267,7 @@ def test_tasks_run_without_a_worker_times_out_with_exit_1(env: dict[str, str]) -
         text=True,
         timeout=60,
     )
-    assert done.returncode == 1 and done.stdout == ""
+    assert done.returncode == 4 and done.stdout == ""
     assert "no result within 1 s; is a worker consuming the 'escalations' queue?" in done.stderr
 
 

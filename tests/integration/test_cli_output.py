@@ -1,0 +1,87 @@
+"""The CLI's tables, `incidents show`, `--json` and exit codes that mean something."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner, Result
+
+from core.incidents import acknowledge
+from core.schedule import sync_checks
+from models.db import session_scope
+from tests.conftest import make_config
+from tests.integration.test_cli import open_incident
+from workers.cli import main
+from workers.cli_output import EXIT_NOT_FOUND, EXIT_USAGE
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+def test_incidents_show_prints_the_timeline_in_order(clean_db: str) -> None:
+    incident_id = open_incident()
+    acknowledge(incident_id, by="ana")
+    assert (
+        cli("incidents", "note", str(incident_id), "rolled back deploy 41", "--by", "bo").exit_code
+        == 0
+    )
+
+    shown = cli("incidents", "show", str(incident_id))
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0] == f"#{incident_id} api is down"
+    assert "critical, acknowledged" in lines[1]
+    timeline = shown.output[shown.output.index("timeline") :]
+    assert timeline.index("acknowledged") < timeline.index("rolled back deploy 41")
+    assert "\x1b[" not in shown.output  # no colour codes when piped
+
+    data = json.loads(cli("incidents", "show", str(incident_id), "--json").output)
+    kinds = [event["kind"] for event in data["timeline"]]
+    assert kinds[-2:] == ["acknowledged", "note"]
+    assert data["timeline"][-1]["actor"] == "bo"
+    assert data["acknowledged_by"] == "ana"
+
+
+def test_lists_are_tables_with_one_row_per_item(clean_db: str) -> None:
+    config = make_config(
+        checks=[
+            {"name": f"check-{i}", "url": "http://127.0.0.1:9/", "interval": "1m", "timeout": "2s"}
+            for i in range(3)
+        ]
+    )
+    with session_scope() as session:
+        sync_checks(session, config)
+    output = cli("checks", "list").output.splitlines()
+    assert output[0].split()[:3] == ["check", "status", "every"]
+    rows = [line.split() for line in output[1:] if line.strip()]
+    assert [(row[0], row[1], row[2]) for row in rows] == [
+        (f"check-{i}", "unknown", "60s") for i in range(3)
+    ]
+
+    incident_id = open_incident()
+    listed = cli("incidents", "list").output.splitlines()
+    assert listed[0].split() == ["id", "severity", "status", "title", "since", "notified"]
+    assert listed[1].split()[:4] == [f"#{incident_id}", "critical", "open", "api"]
+
+    tasks = cli("tasks", "list").output.splitlines()
+    assert tasks[0].split() == ["task", "queue"]
+    assert ["probes.run_batch", "probes"] in [line.split() for line in tasks]
+    as_json = json.loads(cli("tasks", "list", "--json").output)
+    assert {"name": "probes.run_batch", "queue": "probes"} in as_json
+
+
+def test_not_found_is_exit_3_and_bad_usage_exit_2(clean_db: str) -> None:
+    for args in (
+        ["incidents", "show", "404"],
+        ["incidents", "resolve", "404"],
+        ["incidents", "postmortem", "404"],
+        ["checks", "run", "nope"],
+        ["silences", "expire", "404"],
+    ):
+        result = cli(*args)
+        assert result.exit_code == EXIT_NOT_FOUND, (args, result.output)
+        assert "404" in result.output or "nope" in result.output
+    assert cli("incidents", "show", "not-a-number").exit_code == EXIT_USAGE
+    assert cli("tasks", "run", "no.such.task").exit_code == EXIT_USAGE
+    # Exit 4 (timed out) is tested with a real broker in tests/integration/test_shell.py.

@@ -1,0 +1,126 @@
+"""How the CLI talks: rich tables for lists, spinners while people wait, and exit codes that
+mean something (docs/operations.md, "CLI exit codes").
+
+    0  done
+    1  the operation ran and failed (a task failed, a backup is corrupt, ...)
+    2  bad usage or configuration (click's usage errors, `path: reason` config problems)
+    3  not found (no such incident, check, silence, backup)
+    4  timed out waiting (`tasks run --wait`, `checks run --wait`)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any, TextIO
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_TIMEOUT = 4
+
+# Wide enough that a piped table keeps one row per line (no terminal to measure).
+PIPE_WIDTH = 200
+
+STATE_STYLES = {
+    "up": "green",
+    "down": "bold red",
+    "failing": "yellow",
+    "unknown": "dim",
+    "disabled": "dim",
+    "open": "bold red",
+    "acknowledged": "yellow",
+    "resolved": "green",
+    "critical": "bold red",
+    "warning": "yellow",
+    "info": "cyan",
+    "succeeded": "green",
+    "failed": "bold red",
+    "running": "yellow",
+    "verified": "green",
+    "corrupt": "bold red",
+}
+
+
+class NotFound(click.ClickException):
+    """No such incident, check, silence or backup: exit 3."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class TimedOut(click.ClickException):
+    """Gave up waiting: exit 4."""
+
+    exit_code = EXIT_TIMEOUT
+
+
+def console(stderr: bool = False) -> Console:
+    stream: TextIO = sys.stderr if stderr else sys.stdout
+    terminal = os.isatty(stream.fileno()) if _has_fileno(stream) else False
+    return Console(
+        file=stream,
+        width=None if terminal else PIPE_WIDTH,
+        # Colour only on a terminal; pipes and files get plain text.
+        no_color=not terminal,
+        highlight=False,
+        soft_wrap=False,
+    )
+
+
+def _has_fileno(stream: TextIO) -> bool:
+    try:
+        stream.fileno()
+    except (OSError, ValueError, AttributeError):  # click's test runner has none
+        return False
+    return True
+
+
+def styled(value: Any) -> str:
+    text = "" if value is None else str(value)
+    style = STATE_STYLES.get(text)
+    return f"[{style}]{text}[/]" if style else text.replace("[", "\\[")
+
+
+def print_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    title: str | None = None,
+    right: Sequence[str] = (),
+) -> None:
+    """A table on stdout: state words coloured on a terminal, plain when piped."""
+    table = Table(title=title, header_style="bold", box=None, pad_edge=False)
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*(styled(cell) for cell in row))
+    console().print(table)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def waiting(message: str) -> Iterator[None]:
+    """A spinner with the elapsed time on stderr while something runs (only on a terminal,
+    so stdout stays clean for scripts)."""
+    err = console(stderr=True)
+    if not err.is_terminal:
+        yield
+        return
+    with err.status(message, spinner="dots"):
+        yield
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> None:
+    click.echo(f"eventops: {message}", err=True)
+    sys.exit(code)
