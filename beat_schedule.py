@@ -200,7 +200,7 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "security-tick": {
         "task": "security.tick",
         "schedule": 60.0,
-        "options": {"queue": "slow", "expires": 120.0},
+        "options": {"queue": "slow", "expires": 55.0},
     },
     "security-daily-analysis": {
         "task": "security.daily_analysis",
