@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, config: EventopsConfig | None =
     app.state.settings = settings
     app.state.auth = Auth(settings)
     app.state.get_config = (lambda: config) if config is not None else get_config
+    app.state.panel_cache = {}
     app.state.mounted = mount_optional_routers(app)
 
     @app.middleware("http")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from string import Template
@@ -30,6 +31,8 @@ from workers.settings import Settings
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # How often the page asks for fresh figures (the docs say the same).
 POLL_INTERVAL_MS = 3000
+# Insight changes slowly and may be costly to compute: shared by all viewers this long.
+SLOW_PANELS_TTL_S = 30.0
 WINDOWS = {
     "1h": timedelta(hours=1),
     "6h": timedelta(hours=6),
@@ -381,10 +384,28 @@ def _workers(request: Request) -> dict[str, Any]:
     "/api/insight", tags=["business"], summary="User activity, KPIs against targets, Web Vitals"
 )
 def api_insight(user: ApiUser, request: Request) -> dict[str, Any]:
-    """`configured: false` until the insight duty is installed."""
+    """`configured: false` until the insight duty is installed. Cached for 30 seconds: its
+    activity figures may query the platform's own database, which every open dashboard
+    polling every 3 seconds must not load."""
+    return _cached(request, "insight", SLOW_PANELS_TTL_S, lambda: _insight(request))
+
+
+def _insight(request: Request) -> dict[str, Any]:
     with _session() as session:
         found: dict[str, Any] = queries.insight_summary(session, _config(request), _now(request))
         return found
+
+
+def _cached(request: Request, key: str, ttl_s: float, compute: Any) -> dict[str, Any]:
+    """One value per key per app for `ttl_s` seconds (shared by every viewer)."""
+    cache: dict[str, tuple[float, dict[str, Any]]] = request.app.state.panel_cache
+    hit = cache.get(key)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < ttl_s:
+        return hit[1]
+    value: dict[str, Any] = compute()
+    cache[key] = (now, value)
+    return value
 
 
 @router.get("/api/reports", tags=["business"], summary="Generated reports, newest first")
@@ -414,5 +435,5 @@ def api_summary(user: ApiUser, request: Request) -> dict[str, Any]:
         "incidents": incidents,
         "workers": _workers(request),
         "insight": api_insight(user, request),
-        "reports": queries.reports(_settings(request).var_dir, _reports_dir(request)),
+        "reports": api_reports(user, request),
     }
