@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.clock import utcnow
-from models.compliance import AuditAnchor, AuditEntry, ComplianceRun
+from models.compliance import AuditAnchor, AuditEntry, AuditSeal, ComplianceRun
 
 GENESIS = "0" * 64
 # pg_advisory_xact_lock key of the chain head ("AUDT" in ASCII).
@@ -282,25 +282,60 @@ def _table_anchors(session: Session) -> list[Anchor]:
     ]
 
 
+# Plain rows, streamed: ORM objects would pile up in the session's identity map.
+_ROWS = select(
+    AuditEntry.id,
+    AuditEntry.at,
+    AuditEntry.actor,
+    AuditEntry.action,
+    AuditEntry.subject,
+    AuditEntry.details,
+    AuditEntry.prev_hash,
+    AuditEntry.hash,
+).order_by(AuditEntry.id)
+
+
+def sealed_digest(session: Session, through_id: int, batch: int = 5000) -> str:
+    """SHA-256 over every row up to `through_id`, exactly as stored (bad rows included)."""
+    digest = hashlib.sha256()
+    query = _ROWS.where(AuditEntry.id <= through_id).execution_options(yield_per=batch)
+    for row in session.execute(query):
+        content = canonical(row.at, row.actor, row.action, row.subject, row.details)
+        digest.update(f"{row.id}|{row.prev_hash}|{row.hash}|{content}\n".encode())
+    return digest.hexdigest()
+
+
+def latest_seal(session: Session) -> AuditSeal | None:
+    return session.scalars(select(AuditSeal).order_by(AuditSeal.id.desc()).limit(1)).first()
+
+
 def verify_chain(session: Session, var_dir: Path | None = None, batch: int = 5000) -> ChainReport:
-    """Walk the chain in id order; stop at the first bad row; then hold it to the anchors."""
+    """Walk the chain in id order from the latest seal (or the start); stop at the first bad
+    row; then hold it to the anchors written after that seal."""
     rows = 0
     previous: tuple[int, str] | None = None
     seen_hash: dict[int, str] = {}
     anchors = [*_table_anchors(session), *read_file_anchors(var_dir)]
+    seal = latest_seal(session)
+    query = _ROWS
+    if seal is not None:
+        if sealed_digest(session, seal.through_id, batch) != seal.sealed_digest:
+            return ChainReport(
+                False,
+                0,
+                None,
+                None,
+                seal.through_id,
+                "rewritten",
+                f"rows up to {seal.through_id} changed after they were sealed "
+                f"({seal.at.isoformat()} by {seal.by})",
+            )
+        if seal.through_id:
+            previous = (seal.through_id, seal.through_hash)
+        anchors = [a for a in anchors if a.at >= seal.at]  # older ones saw the old chain
+        query = _ROWS.where(AuditEntry.id > seal.through_id)
     anchored_ids = {a.last_id for a in anchors}
-    # Plain rows, streamed: ORM objects would pile up in the session's identity map.
-    columns = select(
-        AuditEntry.id,
-        AuditEntry.at,
-        AuditEntry.actor,
-        AuditEntry.action,
-        AuditEntry.subject,
-        AuditEntry.details,
-        AuditEntry.prev_hash,
-        AuditEntry.hash,
-    ).order_by(AuditEntry.id)
-    for row in session.execute(columns.execution_options(yield_per=batch)):
+    for row in session.execute(query.execution_options(yield_per=batch)):
         rows += 1
         expected_prev = previous[1] if previous else GENESIS
         if row.prev_hash != expected_prev:
@@ -352,6 +387,54 @@ def verify_chain(session: Session, var_dir: Path | None = None, batch: int = 500
             )
             return report
     return report
+
+
+class NothingToSeal(ValueError):
+    pass
+
+
+def seal(
+    session: Session,
+    by: str,
+    reason: str,
+    var_dir: Path | None,
+    now: datetime | None = None,
+) -> AuditSeal:
+    """Accept a broken chain as it is now, after people investigated it: the rows so far are
+    sealed (their digest recorded), the acceptance is audited, a fresh anchor is written, and
+    verification starts over from here. Refused when the chain verifies or without a reason."""
+    if not reason.strip():
+        raise ValueError("say why the break is accepted (reason)")
+    now = now or utcnow()
+    session.execute(select(func.pg_advisory_xact_lock(LOCK_KEY)))
+    report = verify_chain(session, var_dir)
+    if report.ok:
+        raise NothingToSeal("the audit chain verifies: there is nothing to accept")
+    head = session.execute(
+        select(AuditEntry.id, AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
+    ).first()
+    through_id, through_hash = (head.id, head.hash) if head else (0, GENESIS)
+    sealed = AuditSeal(
+        at=now,
+        by=by,
+        reason=reason,
+        through_id=through_id,
+        through_hash=through_hash,
+        sealed_digest=sealed_digest(session, through_id),
+        report=report.summary(),
+    )
+    session.add(sealed)
+    session.flush()
+    audit(
+        session,
+        by,
+        "audit.break-accepted",
+        f"audit_log:{report.first_bad_id}",
+        {"reason": reason, "through_id": through_id, "found": report.summary()},
+        at=now,
+    )
+    anchor(session, var_dir, now)
+    return sealed
 
 
 def anchor(session: Session, var_dir: Path | None, now: datetime | None = None) -> Anchor | None:

@@ -44,6 +44,23 @@ class AuditAnchor(Base):
     rows: Mapped[int] = mapped_column(BigInteger)
 
 
+class AuditSeal(Base):
+    """A break in the chain that people investigated and accepted: verification trusts the
+    rows up to `through_id` as they were when sealed (their digest must not change) and walks
+    the chain from there. Sealing is itself an audited action."""
+
+    __tablename__ = "audit_seals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime]
+    by: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    through_id: Mapped[int] = mapped_column(BigInteger)
+    through_hash: Mapped[str] = mapped_column(Text)
+    sealed_digest: Mapped[str] = mapped_column(Text)
+    report: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+
 class ComplianceFinding(Base):
     """Something a compliance check found: a table with no access logging, data kept past its
     retention, an overdue data subject request, a vulnerable package. One row per (check, key)

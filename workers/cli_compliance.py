@@ -87,6 +87,31 @@ def audit_verify(anchor: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
+@audit.command("accept")
+@click.option("--reason", required=True, help="What was found and why it is accepted.")
+@click.option("--by", default=_me, help="Who accepts it.")
+@config_errors_exit_2
+def audit_accept(reason: str, by: str) -> None:
+    """Accept the chain's current break after investigating it: seal the rows so far (later
+    changes to them are still found), audit the acceptance, verify again from there."""
+    from core.audit import NothingToSeal, seal, verify_and_alert
+    from models.db import session_scope
+    from workers.settings import get_settings
+
+    var_dir = get_settings().var_dir
+    try:
+        with session_scope() as session:
+            sealed = seal(session, by, reason, var_dir)
+    except (NothingToSeal, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    with session_scope() as session:
+        report = verify_and_alert(session, checked_config(), var_dir)
+    click.echo(
+        f"sealed rows up to #{sealed.through_id}; the chain "
+        + ("verifies again" if report.ok else f"is still broken: {report.problem}")
+    )
+
+
 @audit.command("log")
 @click.option("--limit", default=30, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--action", default=None, help="Only these actions; * is a wildcard.")

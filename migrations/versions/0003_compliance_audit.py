@@ -62,6 +62,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_anchors")),
     )
     op.create_table(
+        "audit_seals",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("by", sa.Text(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("through_id", sa.BigInteger(), nullable=False),
+        sa.Column("through_hash", sa.Text(), nullable=False),
+        sa.Column("sealed_digest", sa.Text(), nullable=False),
+        sa.Column("report", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_seals")),
+    )
+    op.create_table(
         "compliance_findings",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("check", sa.Text(), nullable=False),
@@ -116,6 +128,7 @@ def downgrade() -> None:
     op.drop_table("compliance_runs")
     op.drop_index("uq_compliance_findings_open_key", table_name="compliance_findings")
     op.drop_table("compliance_findings")
+    op.drop_table("audit_seals")
     op.drop_table("audit_anchors")
     op.execute("DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log")
     op.execute("DROP FUNCTION IF EXISTS audit_log_append_only()")

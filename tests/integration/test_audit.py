@@ -261,3 +261,49 @@ def test_backup_runs_are_audited_at_start_and_finish(clean_db: str) -> None:
         ("backup.finish", f"backups:{claim.row_id}", "succeeded"),
     ]
     assert rows[1].at == T0 + timedelta(minutes=2)
+
+
+def test_an_accepted_break_is_sealed_and_later_tampering_is_still_found(
+    clean_db: str, tmp_path: Path
+) -> None:
+    from core.audit import NothingToSeal, seal
+
+    config = make_config()
+    write_rows(5)
+    with session_scope() as session:
+        anchor(session, tmp_path, T0)
+        with pytest.raises(NothingToSeal):
+            seal(session, "dpo", "nothing wrong", tmp_path, T0)
+    tamper("DELETE FROM audit_log WHERE id >= 4")  # the tail is cut: the anchor sees it
+    with session_scope() as session:
+        assert verify_and_alert(session, config, tmp_path, T0 + timedelta(hours=1)).tampering == (
+            "deleted"
+        )
+    with session_scope() as session, pytest.raises(ValueError, match="say why"):
+        seal(session, "dpo", " ", tmp_path, T0 + timedelta(hours=2))
+    with session_scope() as session:
+        sealed = seal(
+            session, "dpo", "rows 4-5 lost in restore INC-42", tmp_path, T0 + timedelta(hours=2)
+        )
+    assert sealed.through_id == 3
+    with session_scope() as session:
+        report = verify_and_alert(session, config, tmp_path, T0 + timedelta(hours=3))
+        accepted = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "audit.break-accepted")
+        ).one()
+        incident = session.scalars(
+            select(Incident).where(Incident.fingerprint == CHAIN_FINGERPRINT)
+        ).one()
+    assert report.ok and incident.status == "resolved"
+    assert accepted.details["found"]["tampering"] == "deleted"
+
+    # A change to the sealed rows is still found, and so is one after the seal.
+    tamper("UPDATE audit_log SET actor = 'mallory' WHERE id = 1")
+    broken = verify(tmp_path)
+    assert (broken.ok, broken.tampering, broken.first_bad_id) == (False, "rewritten", 3)
+    tamper("UPDATE audit_log SET actor = 'alice' WHERE id = 1")
+    assert verify(tmp_path).ok
+    write_rows(1)
+    tamper("UPDATE audit_log SET subject = 'x' WHERE id = (SELECT max(id) FROM audit_log)")
+    after = verify(tmp_path)
+    assert (after.ok, after.tampering) == (False, "edited")

@@ -114,3 +114,10 @@ def test_cli_verifies_scans_reports_and_catches_tampering(configured: Path) -> N
     broken = runner.invoke(audit, ["verify"])
     assert broken.exit_code == 1
     assert "first bad row 1 (edited)" in broken.output
+
+    accepted = runner.invoke(audit, ["accept", "--reason", "test edit, investigated"])
+    assert accepted.exit_code == 0, accepted.output
+    assert "the chain verifies again" in accepted.output
+    assert runner.invoke(audit, ["verify"]).exit_code == 0
+    again = runner.invoke(audit, ["accept", "--reason", "twice"])
+    assert again.exit_code == 1 and "nothing to accept" in again.output
