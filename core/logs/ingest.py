@@ -220,6 +220,9 @@ def _ingest_files(
     summary: SourceSummary,
 ) -> None:
     files = matched_files(source)
+    if not files:
+        # Not fatal (the application may not have logged yet), but worth seeing in Flower.
+        summary.errors.append(f"{source.path}: no file matches")
     with sessions() as session:
         known = {
             (row.device, row.inode): row

@@ -123,7 +123,10 @@ def rename_and_create(path: Path, destination: Path) -> int:
     os.rename(path, destination)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, st.st_mode & 0o7777)
-        os.close(fd)
+        try:
+            os.fchmod(fd, st.st_mode & 0o7777)  # the umask must not narrow it
+        finally:
+            os.close(fd)
     except FileExistsError:
         pass  # a writer that reopens the path has already created it
     return st.st_size

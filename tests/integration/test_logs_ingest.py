@@ -187,3 +187,19 @@ def test_a_glob_source_reads_many_lines_in_batches(clean_db: str, tmp_path: Path
     assert (summary.files, summary.entries) == (2, 5000)
     with session_scope() as session:
         assert session.scalar(select(func.count()).select_from(LogEntry)) == 5000
+
+
+def test_a_source_that_matches_no_file_says_so_and_others_go_on(
+    clean_db: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "app.log"
+    append(log, line(1))
+    config = LogsConfig(
+        sources=[
+            source(tmp_path / "missing" / "*.jsonl", name="gone"),
+            source(log),
+        ]
+    )
+    result = ingest_all(session_scope, config)
+    assert result["gone"]["errors"] == [f"{tmp_path}/missing/*.jsonl: no file matches"]
+    assert result["app"]["entries"] == 1

@@ -90,29 +90,35 @@ def test_retention_keeps_the_newest_n_and_drops_what_is_older_than_keep_days(
 
 
 def _write_while_rotating(
-    directory: Path, log: Path, write: Any, method: str, lines: int = 20_000
-) -> list[str]:
-    done = threading.Event()
+    directory: Path, log: Path, write: Any, method: str, at_least: int = 5000
+) -> tuple[list[str], int]:
+    """A thread writes numbered lines while rotation runs, until both at least three
+    rotations happened and `at_least` lines were written; returns every line found and how
+    many were written."""
+    stop = threading.Event()
+    written = 0
 
     def writer() -> None:
-        for n in range(lines):
-            write(f"line {n}")
-        done.set()
+        nonlocal written
+        while not stop.is_set() or written < at_least:
+            write(f"line {written}")
+            written += 1
 
     thread = threading.Thread(target=writer)
     thread.start()
     now = T0
     rotations = 0
-    while not done.is_set():
-        now += timedelta(seconds=1)
-        result = rotate(directory, now, max_size=1, method=method)
-        rotations += result["rotated"]
-    thread.join()
-    # One more run rotates the rest and compresses the renamed files.
+    try:
+        while rotations < 3 or written < at_least:
+            now += timedelta(seconds=1)
+            rotations += rotate(directory, now, max_size=1, method=method)["rotated"]
+    finally:
+        stop.set()
+        thread.join()
+    # Two more runs rotate the rest and compress the renamed files.
     rotate(directory, now + timedelta(seconds=1), max_size=1, method=method)
     rotate(directory, now + timedelta(seconds=2), max_size=1, method=method)
-    assert rotations >= 2, "the writer finished before rotation could interleave"
-    return all_lines(log)
+    return all_lines(log), written
 
 
 def test_copytruncate_loses_no_line_of_a_writer_appending_meanwhile(
@@ -121,10 +127,12 @@ def test_copytruncate_loses_no_line_of_a_writer_appending_meanwhile(
     log = tmp_path / "app.log"
     writer = LockingFileWriter(log)
     try:
-        seen = _write_while_rotating(tmp_path, log, writer.write_line, "copytruncate")
+        seen, written = _write_while_rotating(
+            tmp_path, log, writer.write_line, "copytruncate", at_least=20_000
+        )
     finally:
         writer.close()
-    assert sorted(seen, key=lambda s: int(s.split()[1])) == [f"line {n}" for n in range(20_000)]
+    assert sorted(seen, key=lambda s: int(s.split()[1])) == [f"line {n}" for n in range(written)]
 
 
 def test_rename_loses_no_line_of_a_writer_that_reopens_the_path(
@@ -137,6 +145,6 @@ def test_rename_loses_no_line_of_a_writer_that_reopens_the_path(
         with log.open("a") as handle:
             handle.write(text + "\n")
 
-    seen = _write_while_rotating(tmp_path, log, write, "rename", lines=5000)
-    assert sorted(seen, key=lambda s: int(s.split()[1])) == [f"line {n}" for n in range(5000)]
+    seen, written = _write_while_rotating(tmp_path, log, write, "rename", at_least=5000)
+    assert sorted(seen, key=lambda s: int(s.split()[1])) == [f"line {n}" for n in range(written)]
     assert all(r.name.endswith(".gz") for _, r in rotations_of(log))
