@@ -275,7 +275,8 @@ class CapacityConfig(_Strict):
     )
     storage_paths: list[Path] = Field(
         default_factory=list,
-        description="Directories whose total size is `storage_bytes` (default: EVENTOPS_VAR_DIR).",
+        description="Directories whose total size is `storage_bytes` (default: the "
+        "`backups.files` directories, else EVENTOPS_VAR_DIR).",
     )
     workers: int = Field(default=2, ge=0, description="Worker processes paid for.")
     costs: CostConfig = Field(default_factory=CostConfig)

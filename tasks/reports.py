@@ -95,7 +95,13 @@ def capacity_snapshot() -> dict[str, Any]:
     if url is None:
         result["snapshot"] = {"skipped": "EVENTOPS_PLATFORM_DATABASE_URL is not set"}
     else:
-        storage = config.capacity.storage_paths or [settings.var_dir]
+        # The platform's uploads (the directories backed up as files) are its storage;
+        # without any, eventops' own var directory (backups, logs) is what grows here.
+        storage = (
+            config.capacity.storage_paths
+            or [spec.directory for spec in config.backups.files]
+            or [settings.var_dir]
+        )
         with session_scope() as session:
             result["snapshot"] = take_snapshot(
                 session, Conn.from_url(url.get_secret_value()), config.capacity, storage
