@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from typing import Annotated, Any
 
 import redis
-from fastapi import APIRouter, Depends, Header, HTTPException, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -349,9 +349,11 @@ def _redis_for(url: str | None) -> redis.Redis | None:
     return _redis_clients[url]
 
 
-def metrics_settings() -> Settings:
-    """The settings /metrics reads (a dependency, so a test or the app can override it)."""
-    return get_settings()
+def metrics_settings(request: Request) -> Settings:
+    """The settings /metrics reads: the app's own (`app.state.settings`, as web/app.py's
+    create_app sets them), else the environment's. A dependency, so a test can override it."""
+    settings = getattr(request.app.state, "settings", None)
+    return settings if isinstance(settings, Settings) else get_settings()
 
 
 def render(settings: Settings, sessions: SessionFactory | None = None) -> bytes:

@@ -307,3 +307,21 @@ def test_an_unreachable_redis_still_serves_the_postgres_metrics(clean_db: str) -
     assert value(samples, "eventops_redis_up") == 0
     assert value(samples, "eventops_database_up") == 1
     assert ("eventops_queue_length", frozenset({("queue", "probes")})) not in samples
+
+
+def test_the_dashboard_app_serves_metrics_without_a_dashboard_login(
+    clean_db: str, clean_redis: str, tmp_path: Path
+) -> None:
+    from web.app import create_app
+
+    settings = Settings(
+        broker_url=clean_redis,
+        database_url=clean_db,
+        var_dir=tmp_path / "var",
+        metrics_token=SecretStr("scrape-me"),
+    )
+    with serving(create_app(settings, make_config())) as base:
+        # The dashboard's pages want a session; /metrics wants only its bearer token.
+        assert httpx.get(f"{base}/metrics").status_code == 401
+        samples = scrape(base, "scrape-me")
+    assert value(samples, "eventops_database_up") == 1
