@@ -3,7 +3,6 @@ Postgres and the demo platform database, a slow page ending as an incident."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
 from sqlalchemy import select
 
+from beat_schedule import BEAT_SCHEDULE
 from core.backups.tools import Conn
 from core.clock import utcnow
 from core.insight.vitals import Beacon, store_beacons
@@ -26,6 +27,13 @@ from tests.insight_helpers import platform_database
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
+INSIGHT_ENTRIES = (
+    "insight-kpis",
+    "insight-vitals",
+    "insight-analytics",
+    "insight-experiments",
+    "insight-prune",
+)
 
 CONFIG = """
 platform_url: http://127.0.0.1:9
@@ -96,13 +104,15 @@ def test_insight_tasks_run_in_a_real_worker_and_a_slow_page_opens_an_incident(
         store_beacons(
             session,
             [
-                Beacon(
-                    name="LCP",
-                    value=2000 + 100 * i,
-                    id=f"lcp-{i}",
-                    page="/vendors",
-                    device="mobile",
-                )  # type: ignore[arg-type]
+                Beacon.model_validate(
+                    {
+                        "name": "LCP",
+                        "value": 2000 + 100 * i,
+                        "id": f"lcp-{i}",
+                        "page": "/vendors",
+                        "device": "mobile",
+                    }
+                )
                 for i in range(25)
             ],
             now,
@@ -115,19 +125,28 @@ def test_insight_tasks_run_in_a_real_worker_and_a_slow_page_opens_an_incident(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    # A plain client, as beat is one: send by name to the queues beat_schedule names.
+    client = Celery(broker=clean_redis, backend=clean_redis)
     try:
-        kpis = json.loads(run(env, "tasks", "run", "insight.kpis", "--wait", "240"))
-        vitals = json.loads(run(env, "tasks", "run", "insight.vitals", "--wait", "120"))
-        analytics = json.loads(run(env, "tasks", "run", "insight.analytics", "--wait", "240"))
-        experiments = json.loads(run(env, "tasks", "run", "insight.experiments", "--wait", "120"))
-        run(env, "tasks", "run", "rules.evaluate", "--wait", "120")
+
+        def send(entry: str) -> Any:
+            scheduled = BEAT_SCHEDULE[entry]
+            return client.send_task(
+                scheduled["task"], queue=scheduled["options"]["queue"], ignore_result=False
+            )
+
+        sent = {entry: send(entry) for entry in INSIGHT_ENTRIES}
+        results = {entry: result.get(timeout=300) for entry, result in sent.items()}
+        evaluation = client.send_task("rules.evaluate", queue="pipeline", ignore_result=False)
+        evaluation.get(timeout=120)
         table = run(env, "insight", "kpis")
-    except AssertionError as error:
+    except Exception as error:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
         tail = (tmp_path / "worker.log").read_text(errors="replace")[-4000:]
-        raise AssertionError(f"{error}\n--- worker log\n{tail}") from None
+        raise AssertionError(f"{error!r}\n--- worker log\n{tail}") from None
     finally:
+        client.close()
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
             try:
@@ -136,6 +155,8 @@ def test_insight_tasks_run_in_a_real_worker_and_a_slow_page_opens_an_incident(
                 worker.kill()
         log.close()
 
+    kpis, vitals = results["insight-kpis"], results["insight-vitals"]
+    analytics, experiments = results["insight-analytics"], results["insight-experiments"]
     assert kpis["failed"] == {} and kpis["kpis"]["successfulBookings"]["value"] > 0
     assert kpis["counter_samples"] == 24
     # p75 of 2000..4400 step 100 is 3800 ms: poor.
@@ -143,6 +164,7 @@ def test_insight_tasks_run_in_a_real_worker_and_a_slow_page_opens_an_incident(
     assert analytics["funnels"]["booking"][0] > 0
     assert set(experiments) == {"checkout-button"}
     assert "successfulBookings" in table
+    assert results["insight-prune"] == {"web_vitals": 0, "kpi_values": 0}
     with session_scope() as session:
         [incident] = session.scalars(select(Incident).where(Incident.rule == "lcp-poor"))
     assert incident.title == "/vendors|mobile: vitals.lcp.p75 last 3800 >= 2500"

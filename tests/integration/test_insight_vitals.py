@@ -201,7 +201,15 @@ def test_a_form_post_is_refused_as_unsupported_media(clean_db: str, base_url: st
 
 def store(name: str, page: str, device: str, values: list[float], at: datetime = T0) -> None:
     beacons = [
-        Beacon(name=name, value=v, id=f"{name}-{page}-{device}-{i}", page=page, device=device)  # type: ignore[arg-type]
+        Beacon.model_validate(
+            {
+                "name": name,
+                "value": v,
+                "id": f"{name}-{page}-{device}-{i}",
+                "page": page,
+                "device": device,
+            }
+        )
         for i, v in enumerate(values)
     ]
     with session_scope() as session:
