@@ -166,3 +166,11 @@ def test_a_failing_service_turns_red_live_and_is_acknowledged_from_the_page_and_
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 10_000
+
+    # Filters are server-side and kept in the URL: a shared link opens the same view.
+    page.select_option("#filter-state", "down")
+    page.wait_for_selector("#checks tr[data-check-name='mapbox']", state="detached")
+    assert page.url.endswith("#state=down")
+    page.goto(f"{dashboard.url}/#state=up")
+    page.wait_for_selector("#checks tr[data-check-name='mapbox']", timeout=WAIT_MS)
+    assert page.locator(stripe).count() == 0

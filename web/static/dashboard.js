@@ -399,8 +399,24 @@
     }
   }
 
+  // The filters live in the URL's fragment, so a filtered view survives a reload and can be
+  // shared: /#state=down&group=payments&q=str
+  function saveFilters() {
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries(view.filters)) if (value) params.set(key, value);
+    history.replaceState(null, "", params.toString() ? `#${params}` : window.location.pathname);
+  }
+
+  function loadFilters() {
+    const params = new URLSearchParams(window.location.hash.slice(1));
+    for (const key of Object.keys(view.filters)) view.filters[key] = params.get(key) || "";
+    $("filter-state").value = view.filters.state;
+    $("filter-name").value = view.filters.q;
+  }
+
   function resetPages() {
     view.cursors = [null];
+    saveFilters();
     refresh();
   }
 
@@ -436,5 +452,13 @@
   }
 
   wire();
+  loadFilters();
+  // A link to another filtered view of this page (only the fragment differs) loads no page.
+  window.addEventListener("hashchange", () => {
+    loadFilters();
+    if (view.groupsLoaded) $("filter-group").value = view.filters.group;
+    view.cursors = [null];
+    refresh();
+  });
   refresh();
 })();
