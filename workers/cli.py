@@ -26,9 +26,9 @@ if __name__ == "__main__":
     # `python -m workers.cli`: run the importable module instead of this __main__ copy, whose
     # `workers.cli_*` imports at the bottom would import workers.cli a second time and find
     # their own module half-initialized (ImportError).
-    from workers.cli import main as _main
+    import importlib
 
-    _main()
+    importlib.import_module("workers.cli").main()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
