@@ -237,9 +237,10 @@ def _ingest_files(
         candidates[(st.st_dev, st.st_ino)] = path
     # Renamed rotations keep their inode under a new name: look for known files not matched.
     unfinished = {key for key in known if key not in candidates}
-    # A known file that shrank was truncated, maybe after a copy (copytruncate): look for it.
+    # A known file that shrank or whose first bytes changed was truncated, maybe after a
+    # copy (copytruncate): look for the copy.
     truncated = any(
-        key in known and _size(path) < known[key].offset for key, path in candidates.items()
+        key in known and _rewritten(path, known[key]) for key, path in candidates.items()
     )
     if unfinished or truncated:
         for directory in _directories(source, files):
@@ -278,11 +279,14 @@ def _copied_offset(path: Path, known: dict[tuple[int, int], LogFile]) -> int:
     return 0
 
 
-def _size(path: Path) -> int:
+def _rewritten(path: Path, row: LogFile) -> bool:
     try:
-        return path.stat().st_size
+        return path.stat().st_size < row.offset or head_hash(path, row.head_len) != (
+            row.head_hash,
+            row.head_len,
+        )
     except OSError:
-        return 0
+        return False
 
 
 def _mtime(path: Path) -> float:

@@ -111,6 +111,21 @@ def test_copytruncate_rotation_reads_only_the_copied_tail(clean_db: str, tmp_pat
     assert messages() == [f"request {n} served" for n in range(1, 5)]
 
 
+def test_copytruncate_is_followed_even_when_the_original_grew_past_its_old_offset(
+    clean_db: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "app.log"
+    append(log, line(1))
+    config = LogsConfig(sources=[source(log)])
+    ingest_all(session_scope, config)
+    append(log, line(2))
+    (tmp_path / "app.log.1").write_bytes(log.read_bytes())
+    os.truncate(log, 0)
+    append(log, *(line(n) for n in range(3, 9)))  # longer than before the truncation
+    assert ingest_all(session_scope, config)["app"]["entries"] == 7
+    assert messages() == [f"request {n} served" for n in range(1, 9)]
+
+
 def test_malformed_lines_are_counted_and_sampled_and_the_rest_is_ingested(
     clean_db: str, tmp_path: Path
 ) -> None:
