@@ -54,6 +54,19 @@ def run_analytics(config: EventopsConfig, platform_url: str, now: datetime) -> d
         for feature in insight.features:
             adoption.store_adoption(session, feature, end, adoption_results[feature.name], now)
         feedback.store_feedback(session, insight.feedback, end, figures, now)
+        # The headline figures as metrics too, so a rule can alert on a conversion drop.
+        for name, steps in funnel_results.items():
+            if steps and steps[-1].conversion is not None:
+                kpis.replace_metric(
+                    session, f"funnel.{name}.conversion", "platform", steps[-1].conversion, end
+                )
+        for name, found in adoption_results.items():
+            if found.share is not None:
+                kpis.replace_metric(
+                    session, f"feature.{name}.adoption", "platform", found.share, end
+                )
+        if figures.nps is not None:
+            kpis.replace_metric(session, "feedback.nps", "platform", figures.nps, end)
     return {
         "period_end": end.isoformat(),
         "funnels": {name: [s.users for s in steps] for name, steps in funnel_results.items()},

@@ -88,7 +88,7 @@ def judge(
     return expected, ok
 
 
-def _replace_metric(session: Session, name: str, subject: str, value: float, at: datetime) -> None:
+def replace_metric(session: Session, name: str, subject: str, value: float, at: datetime) -> None:
     """One sample per (name, subject, at): a rerun replaces it instead of adding another."""
     session.execute(
         delete(Metric).where(Metric.name == name, Metric.subject == subject, Metric.at == at)
@@ -154,7 +154,7 @@ def store_kpis(session: Session, measured: list[dict[str, Any]]) -> None:
             )
         )
         if row["value"] is not None:
-            _replace_metric(session, f"kpi.{row['kpi']}", "platform", row["value"], row["bucket"])
+            replace_metric(session, f"kpi.{row['kpi']}", "platform", row["value"], row["bucket"])
 
 
 def missing_counter_hours(

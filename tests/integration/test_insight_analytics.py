@@ -19,7 +19,7 @@ from demo import platform_db
 from models.config import EventopsConfig
 from models.db import session_scope
 from models.insight import ExperimentResult, FeatureAdoption, FeedbackSummary
-from models.tables import Escalation, Incident
+from models.tables import Escalation, Incident, Metric
 from tests.conftest import make_config
 from tests.insight_helpers import copy_rows, execute, platform_database
 
@@ -160,7 +160,14 @@ def test_feature_adoption_is_the_share_of_active_users(
 
     with session_scope() as session:
         [row] = session.scalars(select(FeatureAdoption))
+        recorded = dict(session.execute(select(Metric.name, Metric.value)).all())
     assert (row.feature, row.users, row.active_users, row.share) == ("map", 3, 10, 0.3)
+    # The headline figures are metrics too, for rules.
+    assert recorded == {
+        "funnel.booking.conversion": pytest.approx(2 / 7),
+        "feature.map.adoption": 0.3,
+        "feedback.nps": 20.0,
+    }
 
 
 def test_feedback_gives_nps_average_rating_and_recurring_themes(
