@@ -89,7 +89,8 @@ class LogSourceConfig(_Strict):
     kind: LogKind = Field(description="application, system, security or business.")
     path: str = Field(
         description="A file, a directory (its files, not recursive; `.gz` skipped) or a glob "
-        "such as /var/log/app/*.jsonl. Rotated siblings (`app.log.1`) are followed by inode."
+        "such as /var/log/app/*.jsonl; a relative path is under EVENTOPS_VAR_DIR. Rotated "
+        "siblings (`app.log.1`) are followed by inode."
     )
     fields: FieldMapping = Field(
         default_factory=FieldMapping, description="Where the timestamp, level, message are."

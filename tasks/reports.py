@@ -46,12 +46,12 @@ def rotation_targets() -> list[tuple[Any, Path]]:
 @app.task(name="logs.ingest", soft_time_limit=240, time_limit=300, **RETRY)
 def ingest_logs() -> dict[str, Any]:
     """Read what is new in every configured log source into `log_entries`."""
-    from core.logs.ingest import ingest_all
+    from core.logs.ingest import ingest_all, with_paths_under
 
     config = get_config().logs
     if not config.sources:
         return {"skipped": "no logs.sources configured"}
-    return ingest_all(session_scope, config)
+    return ingest_all(session_scope, with_paths_under(config, get_settings().var_dir))
 
 
 @app.task(name="logs.patterns", soft_time_limit=110, time_limit=120, **RETRY)

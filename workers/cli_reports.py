@@ -216,14 +216,16 @@ def logs() -> None:
 @_config_errors_exit_2
 def logs_ingest() -> None:
     """Read what is new in every log source now, then analyse error patterns."""
-    from core.logs.ingest import ingest_all
+    from core.logs.ingest import ingest_all, with_paths_under
     from core.logs.patterns import analyze
     from models.db import session_scope
+    from workers.settings import get_settings
 
     config = _config()
     if not config.logs.sources:
         raise click.ClickException("no logs.sources in the config")
-    result: dict[str, Any] = {"sources": ingest_all(session_scope, config.logs)}
+    sources = with_paths_under(config.logs, get_settings().var_dir)
+    result: dict[str, Any] = {"sources": ingest_all(session_scope, sources)}
     with session_scope() as session:
         result["patterns"] = analyze(session, config)
     click.echo(json.dumps(result, indent=2, default=str))

@@ -501,6 +501,18 @@ def _commit(
             row.malformed_sample = [*row.malformed_sample, *sample][-SAMPLE_SIZE:]
 
 
+def with_paths_under(config: LogsConfig, base: Path) -> LogsConfig:
+    """The config with relative source paths made absolute under `base` (the var directory),
+    so a worker finds the same files whatever its working directory."""
+    sources = [
+        source
+        if os.path.isabs(os.path.expanduser(source.path))
+        else source.model_copy(update={"path": str(base / source.path)})
+        for source in config.sources
+    ]
+    return config.model_copy(update={"sources": sources})
+
+
 def ingest_all(
     sessions: Sessions, config: LogsConfig, now: datetime | None = None
 ) -> dict[str, Any]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from core.logs.ingest import Malformed, parse_line, parse_time
+from core.logs.ingest import Malformed, parse_line, parse_time, with_paths_under
 from models.config import ConfigError, parse_config
-from models.config_reports import LogSourceConfig, parse_size
+from models.config_reports import LogsConfig, LogSourceConfig, parse_size
 
 
 def problems(data: dict[str, object]) -> list[str]:
@@ -97,3 +98,19 @@ def test_a_line_becomes_an_entry_with_its_other_keys_as_attributes() -> None:
         '{"event": "refund"}',
     )
     assert entry.attributes == {"request_id": "r-1"}
+
+
+def test_relative_source_paths_are_under_the_var_directory(tmp_path: Path) -> None:
+    config = LogsConfig.model_validate(
+        {
+            "sources": [
+                {"name": "a", "kind": "system", "path": "demo-logs/*.jsonl"},
+                {"name": "b", "kind": "system", "path": "/var/log/b.log"},
+            ]
+        }
+    )
+    resolved = with_paths_under(config, tmp_path)
+    assert [s.path for s in resolved.sources] == [
+        f"{tmp_path}/demo-logs/*.jsonl",
+        "/var/log/b.log",
+    ]
