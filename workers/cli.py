@@ -276,16 +276,50 @@ def checks_list(as_json: bool) -> None:
 
 @checks.command("run")
 @click.argument("name")
-def checks_run(name: str) -> None:
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Wait this long for the probe's outcome and print it; exit 1 if it failed, 4 if none.",
+)
+def checks_run(name: str, wait: float | None) -> None:
     """Make a check due now; the next dispatch tick (within seconds) probes it."""
+    import time
+
+    from sqlalchemy import select
+
+    from core.clock import utcnow
     from core.schedule import request_probe_now
     from models.db import session_scope
+    from models.tables import Check
 
+    asked_at = utcnow()
     with session_scope() as session:
-        found = request_probe_now(session, name)
+        found = request_probe_now(session, name, now=asked_at)
     if not found:
         raise NotFound(f"no check named {name!r}")
-    click.echo(f"{name}: due now")
+    if wait is None:
+        click.echo(f"{name}: due now")
+        return
+    deadline = time.monotonic() + wait
+    with waiting(f"{name}: due now, waiting up to {wait:g} s for beat and a worker to probe it"):
+        while True:
+            with session_scope() as session:
+                check = session.scalars(select(Check).where(Check.name == name)).one()
+            if check.last_checked_at is not None and check.last_checked_at >= asked_at:
+                break
+            if time.monotonic() >= deadline:
+                fail(
+                    f"{name}: no outcome within {wait:g} s; are beat and a worker running?",
+                    EXIT_TIMEOUT,
+                )
+            time.sleep(0.5)
+    latency = f", {check.last_latency_ms:.0f} ms" if check.last_latency_ms is not None else ""
+    reason = f": {check.last_reason}" if check.last_reason else ""
+    click.echo(f"{name}: {check.status}{latency}{reason}")
+    if check.status != "up":
+        sys.exit(1)
 
 
 @main.group()

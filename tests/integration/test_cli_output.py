@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from datetime import timedelta
+from pathlib import Path
 
 from click.testing import CliRunner, Result
+from sqlalchemy import select, update
 
+from core.clock import utcnow
 from core.incidents import acknowledge
+from core.pipeline import record_outcomes
+from core.probing import ProbeResult
 from core.schedule import sync_checks
 from models.db import session_scope
+from models.tables import Check
 from tests.conftest import make_config
 from tests.integration.test_cli import open_incident
+from tests.processes import ROOT, eventops, wait_for
 from workers.cli import main
-from workers.cli_output import EXIT_NOT_FOUND, EXIT_USAGE
+from workers.cli_output import EXIT_NOT_FOUND, EXIT_TIMEOUT, EXIT_USAGE
 
 
 def cli(*args: str) -> Result:
@@ -85,3 +95,64 @@ def test_not_found_is_exit_3_and_bad_usage_exit_2(clean_db: str) -> None:
     assert cli("incidents", "show", "not-a-number").exit_code == EXIT_USAGE
     assert cli("tasks", "run", "no.such.task").exit_code == EXIT_USAGE
     # Exit 4 (timed out) is tested with a real broker in tests/integration/test_shell.py.
+
+
+def test_checks_run_wait_prints_the_outcome_or_times_out_with_exit_4(
+    clean_db: str, tmp_path: Path
+) -> None:
+    config = make_config()
+    with session_scope() as session:
+        sync_checks(session, config)
+    env = {**os.environ, "EVENTOPS_DATABASE_URL": clean_db, "EVENTOPS_VAR_DIR": str(tmp_path)}
+
+    nobody = subprocess.run(
+        eventops("checks", "run", "api", "--wait", "1"),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert nobody.returncode == EXIT_TIMEOUT, nobody.stderr
+    assert "no outcome within 1 s" in nobody.stderr
+
+    # Due in an hour again: the command making it due now is what the test waits for.
+    with session_scope() as session:
+        session.execute(
+            update(Check)
+            .where(Check.name == "api")
+            .values(next_due_at=utcnow() + timedelta(hours=1))
+        )
+    waiting = subprocess.Popen(
+        eventops("checks", "run", "api", "--wait", "60"),
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # The command made the check due; a probe (here, the pipeline called directly, as
+        # a worker would) records its outcome.
+        wait_for(lambda: due_now("api"), 60, "the check to be made due")
+        now = utcnow()
+        with session_scope() as session:
+            check_id = session.scalars(select(Check.id).where(Check.name == "api")).one()
+            record_outcomes(
+                session,
+                [ProbeResult(check_id, now, now, "down", 31.0, 503, "bad_status", "HTTP 503")],
+                config,
+                now=now,
+            )
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode == 1, err
+    assert out.strip() == "api: down, 31 ms: bad_status"
+
+
+def due_now(name: str) -> bool:
+    with session_scope() as session:
+        due = session.scalars(select(Check.next_due_at).where(Check.name == name)).one()
+    return bool(due <= utcnow())
