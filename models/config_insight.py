@@ -136,6 +136,13 @@ class VitalsConfig(_Strict):
     retention: Window = Field(
         default=timedelta(days=90), description="Beacons older than this are deleted."
     )
+    max_series: int = Field(
+        default=500,
+        ge=1,
+        description="Most page, device and metric series recorded as metrics per run, the "
+        "busiest first: the beacon token is public in the page, so junk page names must not "
+        "flood the metrics table.",
+    )
 
     @field_validator("thresholds")
     @classmethod

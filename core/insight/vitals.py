@@ -183,6 +183,9 @@ def record_vitals(session: Session, config: EventopsConfig, now: datetime) -> di
     readings = p75_by_page(
         session, now - vitals.window, now, dict(vitals.thresholds), vitals.min_samples
     )
+    # The busiest series first; past max_series the rest are dropped (junk page names).
+    ranked = sorted(readings, key=lambda r: (-r.samples, r.page, r.device, r.metric))
+    readings, dropped = ranked[: vitals.max_series], len(ranked) - vitals.max_series
     names = sorted({metric_name(r.metric) for r in readings})
     if names:
         session.execute(delete(Metric).where(Metric.name.in_(names), Metric.at == at))
@@ -193,6 +196,7 @@ def record_vitals(session: Session, config: EventopsConfig, now: datetime) -> di
     return {
         "slot": at.isoformat(),
         "series": len(readings),
+        "dropped": max(0, dropped),
         "poor": sorted(
             f"{r.metric} {subject_for(r.page, r.device)}" for r in readings if r.ok is False
         ),

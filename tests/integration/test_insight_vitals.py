@@ -294,3 +294,17 @@ def test_the_demo_beacons_reach_the_endpoint_and_show_the_slow_checkout_on_phone
         found = p75_by_page(session, now - timedelta(hours=1), now, min_samples=20)
     poor = [(v.page, v.device, v.metric) for v in found if v.ok is False]
     assert poor == [("/checkout", "mobile", "LCP")]
+
+
+def test_only_the_busiest_series_are_recorded_past_max_series(clean_db: str) -> None:
+    store("LCP", "/vendors", "mobile", [1000] * 6)
+    store("LCP", "/junk-1", "mobile", [9000] * 5)
+    store("LCP", "/junk-2", "mobile", [9000] * 5)
+    config = make_config(insight={"vitals": {"min_samples": 5, "max_series": 1}})
+
+    with session_scope() as session:
+        summary = record_vitals(session, config, T0)
+        subjects = session.scalars(select(Metric.subject)).all()
+
+    assert (summary["series"], summary["dropped"]) == (1, 2)
+    assert subjects == ["/vendors|mobile"]
