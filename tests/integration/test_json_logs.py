@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,8 +19,10 @@ from core.logcontext import log_context
 from core.schedule import sync_checks
 from models.config import load_config
 from models.db import session_scope
-from tests.processes import running_worker, wait_for
-from workers.logging_setup import configure_logging
+from tests.processes import ROOT, eventops, running_worker, stop, wait_for
+from workers.logging_setup import CONTEXT_KEYS, configure_logging
+
+CONTEXT = ("time", "level", "logger", "message", *CONTEXT_KEYS)
 
 CONFIG = """
 platform_url: http://127.0.0.1:9
@@ -153,3 +156,29 @@ def test_cli_commands_log_json_when_asked(
         assert type(handlers[0].formatter).__name__ == "JsonFormatter"
     finally:
         settings_module.get_settings.cache_clear()
+
+
+def test_beat_writes_only_json_lines(clean_db: str, clean_redis: str, tmp_path: Path) -> None:
+    config_file = tmp_path / "eventops.yaml"
+    config_file.write_text(CONFIG)
+    env = {
+        **os.environ,
+        "EVENTOPS_DATABASE_URL": clean_db,
+        "EVENTOPS_BROKER_URL": clean_redis,
+        "EVENTOPS_CONFIG_FILE": str(config_file),
+        "EVENTOPS_VAR_DIR": str(tmp_path / "var"),
+        "EVENTOPS_LOG_FORMAT": "json",
+    }
+    log = tmp_path / "beat.log"
+    with open(log, "wb") as err:
+        beat = subprocess.Popen(
+            eventops("beat"), env=env, cwd=ROOT, stdout=err, stderr=subprocess.STDOUT
+        )
+    try:
+        # The dispatch tick runs every few seconds: beat has sent one when it is in the log.
+        wait_for(lambda: b"probes.dispatch_due" in log.read_bytes(), 90, "beat's first tick")
+    finally:
+        stop(beat)
+    lines = parse_lines(log.read_text())
+    assert all(set(CONTEXT) <= set(line) for line in lines)
+    assert any(line["logger"].startswith("celery.beat") for line in lines)
