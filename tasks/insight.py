@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from sqlalchemy.exc import DBAPIError
 
 from core.clock import utcnow
@@ -16,7 +17,12 @@ from core.insight import jobs
 from workers.app import app
 from workers.settings import get_config, get_settings
 
-RETRY = {"autoretry_for": (DBAPIError,), "retry_backoff": True, "max_retries": 3}
+# eventops' Postgres (SQLAlchemy) or the platform's (psycopg) unreachable: retried with backoff.
+RETRY = {
+    "autoretry_for": (DBAPIError, psycopg.OperationalError),
+    "retry_backoff": True,
+    "max_retries": 3,
+}
 
 
 def _platform_url() -> str | None:

@@ -4,6 +4,7 @@ queries)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,6 +14,8 @@ from core.insight import adoption, experiments, feedback, funnels, kpis, platfor
 from core.metrics import record_metrics
 from models.config import EventopsConfig
 from models.db import session_scope
+
+log = logging.getLogger(__name__)
 
 
 def run_kpis(
@@ -27,11 +30,15 @@ def run_kpis(
     with session_scope() as session:
         kpis.store_kpis(session, measured)
         record_metrics(session, samples)
+    failures = {**failed, **counters_failed}
+    for name, reason in failures.items():
+        # A KPI whose query broke (a renamed column) must not go unnoticed in a summary.
+        log.warning("insight: %s could not be computed: %s", name, reason)
     return {
         "bucket": kpis.hour_floor(now).isoformat(),
         "kpis": {r["kpi"]: {"value": r["value"], "ok": r["ok"]} for r in measured},
         "counter_samples": len(samples),
-        "failed": {**failed, **counters_failed},
+        "failed": failures,
     }
 
 
