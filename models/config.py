@@ -168,9 +168,31 @@ class ChannelConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _url_has_scheme(cls, url: SecretStr) -> SecretStr:
-        if "://" not in url.get_secret_value():
+        value = url.get_secret_value()
+        if "://" not in value:
             raise ValueError("must be an Apprise URL such as json://host/path")
+        if not apprise_understands(value):
+            # The URL carries tokens: the message names its scheme, never the URL.
+            scheme = value.split("://", 1)[0]
+            shown = repr(scheme) if re.fullmatch(r"[a-z0-9+.-]{1,20}", scheme) else "its scheme"
+            raise ValueError(
+                f"Apprise cannot use this URL ({shown} unknown, or a required part missing)"
+            )
         return url
+
+
+def apprise_understands(url: str) -> bool:
+    import logging
+
+    import apprise
+
+    # Apprise logs the URL it could not parse; the URL is a secret.
+    quiet = logging.getLogger("apprise")
+    level, quiet.level = quiet.level, logging.CRITICAL + 1
+    try:
+        return apprise.Apprise.instantiate(url) is not None
+    finally:
+        quiet.level = level
 
 
 def parse_matcher(text: str) -> tuple[str, str, str]:

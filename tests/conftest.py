@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from core.migrate import upgrade
 from models import db
 from models.config import EventopsConfig, parse_config
 from models.tables import Base
+from tests.faults.harness import Cluster, base_env
 from workers.embedded import EmbeddedPostgres, EmbeddedRedis
 
 
@@ -131,3 +132,40 @@ def make_config(**overrides: Any) -> EventopsConfig:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+# Real processes for the fault and end-to-end tests (tests/faults/harness.py).
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # Keeps each phase's report on the test, so the fixture knows whether the test failed.
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def cluster(
+    request: pytest.FixtureRequest, clean_db: str, clean_redis: str, tmp_path: Path
+) -> Iterator[Callable[[Path], Cluster]]:
+    """`cluster(config_path)` gives a Cluster on this test's Postgres and Redis; every
+    process it started is stopped afterwards, and its logs are printed if the test failed."""
+    made: list[Cluster] = []
+
+    def make(config: Path) -> Cluster:
+        logs = tmp_path / "logs"
+        logs.mkdir(exist_ok=True)
+        env = base_env(clean_db, clean_redis, config, tmp_path / "var")
+        made.append(Cluster(env, logs))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for each in made:
+            each.stop()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            for each in made:
+                print(each.tails())
