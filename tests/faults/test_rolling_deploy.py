@@ -78,7 +78,10 @@ def test_sigterm_of_a_worker_with_batches_running_and_queued_loses_nothing(
     assert procs.running["worker-a"].wait(30) == 0
     drained = time.monotonic() - started
     assert "Warm shutdown" in procs.log("worker-a")
-    assert drained < 10, f"A took {drained:.1f} s to stop"
+    # Running batches finish (3 s at most each); queued ones are given back, not drained.
+    # The bound is loose because this machine is shared: it catches a worker that drains
+    # its queue or hangs, not a slow one.
+    assert drained < 20, f"A took {drained:.1f} s to stop"
     wait_for("B to run batches", lambda: "probes.run_batch" in procs.log("worker-b"), 30)
 
     time.sleep(INTERVAL.seconds)  # another round on B alone
