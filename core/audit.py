@@ -42,6 +42,18 @@ def _plain(details: dict[str, Any] | None) -> dict[str, Any]:
     return plain
 
 
+def _numbers_as_stored(value: Any) -> Any:
+    """JSONB keeps numbers as numerics: 1e16 comes back as the integer 10000000000000000,
+    1.0 as the float 1.0. Whole floats hash as integers so both sides agree."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _numbers_as_stored(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_numbers_as_stored(item) for item in value]
+    return value
+
+
 def canonical(
     at: datetime, actor: str, action: str, subject: str | None, details: dict[str, Any]
 ) -> str:
@@ -52,7 +64,7 @@ def canonical(
             "actor": actor,
             "action": action,
             "subject": subject,
-            "details": details,
+            "details": _numbers_as_stored(details),
         },
         sort_keys=True,
         separators=(",", ":"),

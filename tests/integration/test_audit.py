@@ -307,3 +307,17 @@ def test_an_accepted_break_is_sealed_and_later_tampering_is_still_found(
     tamper("UPDATE audit_log SET subject = 'x' WHERE id = (SELECT max(id) FROM audit_log)")
     after = verify(tmp_path)
     assert (after.ok, after.tampering) == (False, "edited")
+
+
+def test_details_hash_the_same_after_a_round_trip_through_jsonb(clean_db: str) -> None:
+    details = {
+        "big": 1e16,
+        "one": 1.0,
+        "tiny": 1.5e-7,
+        "huge_int": 2**70,
+        "nested": [{"x": 0.1}, None, True, "ü \u2603"],
+        "when": T0,  # not JSON: stored as its text
+    }
+    with session_scope() as session:
+        audit(session, "eventops", "test.numbers", None, details, at=T0)
+    assert verify().ok
