@@ -155,6 +155,11 @@ def test_a_failing_service_turns_red_live_and_is_acknowledged_from_the_page_and_
     page.wait_for_selector(f"{other_row}[data-status='acknowledged']", timeout=WAIT_MS)
     assert "by alice@shell" in (page.text_content(other_row) or "")
 
+    # The incident's timeline, one click away, names who acknowledged it.
+    page.click(f"{row} button[data-timeline]")
+    page.wait_for_selector("#timeline li[data-kind='acknowledged']", timeout=WAIT_MS)
+    assert f"by {dashboard.user}" in (page.text_content("#timeline") or "")
+
     assert page.evaluate("window.__sameDocument") is True
     # The chart of the selected (failing) check is drawn as inline SVG.
     page.click(stripe)

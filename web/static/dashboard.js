@@ -18,6 +18,7 @@
     selectedName: null,
     window: "1h",
     seriesAt: 0,
+    timeline: null, // incident id whose timeline is shown
     groupsLoaded: false,
   };
 
@@ -174,7 +175,8 @@
         { "data-incident-id": incident.id, "data-status": incident.status, "data-check": incident.check || "" },
         el("td", {}, `#${incident.id}`),
         el("td", {}, el("span", { class: `badge ${incident.severity}` }, incident.severity)),
-        el("td", { title: incident.summary || "" }, incident.title),
+        el("td", { title: incident.summary || "", class: "incident-title" },
+          el("button", { type: "button", class: "link", "data-timeline": incident.id }, incident.title)),
         el("td", {}, incident.check || ""),
         el("td", { class: "muted" }, ago(incident.opened_at)),
         el("td", {}, el("span", { class: `badge ${incident.status}`, "data-role": "status" }, incident.status)),
@@ -182,7 +184,29 @@
       );
     });
     body.replaceChildren(...rows);
+    body.querySelectorAll("button[data-timeline]").forEach((button) => button.addEventListener("click", () => {
+      const id = Number(button.dataset.timeline);
+      view.timeline = view.timeline === id ? null : id;
+      loadTimeline().catch(() => {});
+    }));
     $("incidents-empty").hidden = incidents.items.length > 0;
+  }
+
+  // The timeline of the incident whose title was clicked: who did what, when.
+  async function loadTimeline() {
+    const box = $("timeline");
+    if (view.timeline === null || view.timeline === undefined) {
+      box.hidden = true;
+      return;
+    }
+    const incident = await api(`/api/incidents/${view.timeline}`);
+    $("timeline-title").textContent = `#${incident.id} ${incident.title} · ${incident.status}`;
+    $("timeline-events").replaceChildren(...incident.timeline.map((e) => el(
+      "li", { "data-kind": e.kind },
+      el("span", { class: "muted" }, new Date(e.at).toLocaleString()), " ",
+      el("strong", {}, e.kind), ` by ${e.actor}`, e.detail ? ` · ${e.detail}` : "",
+    )));
+    box.hidden = false;
   }
 
   async function acknowledge(id, button) {
@@ -389,6 +413,7 @@
       renderInsight(summary.insight);
       renderReports(summary.reports);
       if (Date.now() - view.seriesAt > SERIES_EVERY_MS) await loadSeries();
+      if (view.timeline) await loadTimeline();
       setLive("live", `live · updated ${new Date().toLocaleTimeString()}`);
     } catch (error) {
       if (error instanceof LoggedOut) return toLogin();
