@@ -51,11 +51,18 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 30s, 5m or 1h")
     if isinstance(value, int | float):
-        return timedelta(seconds=value)
+        return _seconds(value)
     if isinstance(value, str) and (match := _DURATION.match(value)):
         number, unit = match.groups()
-        return timedelta(seconds=float(number) * _UNIT_SECONDS[unit])
+        return _seconds(float(number) * _UNIT_SECONDS[unit])
     raise ValueError("must be a duration such as 30s, 5m or 1h")
+
+
+def _seconds(seconds: float) -> timedelta:
+    try:
+        return timedelta(seconds=seconds)
+    except (OverflowError, ValueError):  # inf, nan, or past timedelta's 999,999,999 days
+        raise ValueError("must be a finite duration of less than a million days") from None
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
