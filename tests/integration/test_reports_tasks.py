@@ -103,6 +103,8 @@ def test_the_beat_entries_run_on_a_real_worker_against_real_postgres(
     client = control_app(clean_redis)
     try:
         cluster.start("worker", "worker", "-Q", "slow", "-c", "1", "-n", "slow@%h")
+        # Beat's entries expire (ingest after 55 s): send them once the worker listens.
+        wait_for("the worker", lambda: client.control.ping(timeout=1.0), timeout=120)
         for name in ENTRIES:
             entry = BEAT_SCHEDULE[name]
             client.send_task(entry["task"], kwargs=entry.get("kwargs") or {}, **entry["options"])
