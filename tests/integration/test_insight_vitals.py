@@ -308,3 +308,27 @@ def test_only_the_busiest_series_are_recorded_past_max_series(clean_db: str) -> 
 
     assert (summary["series"], summary["dropped"]) == (1, 2)
     assert subjects == ["/vendors|mobile"]
+
+
+def test_the_dashboard_summary_lists_p75s_with_enough_samples(clean_db: str) -> None:
+    from core.insight.summary import dashboard_summary
+
+    store("LCP", "/vendors", "mobile", [1000, 2000, 3000, 4000, 5000])
+    store("INP", "/vendors", "mobile", [50, 60])  # too few for the config's min_samples
+    config = make_config(insight={"vitals": {"min_samples": 5}})
+
+    with session_scope() as session:
+        summary = dashboard_summary(session, config, T0 + timedelta(minutes=1), platform_url=None)
+
+    assert summary["vitals"] == [
+        {
+            "page": "/vendors",
+            "device": "mobile",
+            "metric": "LCP",
+            "p75": 4000.0,
+            "threshold": 2500.0,
+            "ok": False,
+            "samples": 5,
+        }
+    ]
+    assert (summary["kpis"], summary["activity"]) == ([], {})
