@@ -89,6 +89,23 @@ def get_report(var_dir: Path, name: str, directory: Path | None = None) -> Repor
     return _read(folder) if folder.is_dir() else None
 
 
+SERVABLE = (".html", ".md", ".png", ".json")
+
+
+def asset_path(
+    var_dir: Path, name: str, filename: str, directory: Path | None = None
+) -> Path | None:
+    """A file of a finished report for a web server to send (`index.html`, a chart), or None:
+    only plain names directly in the report's folder, with a servable suffix."""
+    report = get_report(var_dir, name, directory)
+    if report is None or "/" in filename or "\\" in filename or filename.startswith("."):
+        return None
+    path = report.html_path.parent / filename
+    if path.suffix not in SERVABLE or not path.is_file():
+        return None
+    return path
+
+
 def publish(staging: Path, root: Path, name: str) -> Path:
     """Move a finished report folder into place, replacing an older one of the same name."""
     target = root / name

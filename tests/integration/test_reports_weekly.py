@@ -16,7 +16,7 @@ from sqlalchemy import insert, select
 
 from core.capacity import record_samples
 from core.reports.data import _services_from_raw, collect
-from core.reports.registry import get_report, list_reports
+from core.reports.registry import asset_path, get_report, list_reports
 from core.reports.weekly import build_weekly_report, week_bounds
 from core.schedule import sync_checks
 from models.db import session_scope
@@ -269,6 +269,19 @@ def test_the_report_renders_html_and_markdown_with_real_charts(
     assert listed.period_start == SINCE
     assert get_report(tmp_path, "weekly-2026-W47", tmp_path / "reports") == listed
     assert get_report(tmp_path, "../etc", tmp_path / "reports") is None
+    # What a web server may send: the report's own files, nothing around them.
+    folder = report.html_path.parent
+    assert asset_path(tmp_path, report.name, "uptime.png", tmp_path / "reports") == (
+        folder / "uptime.png"
+    )
+    for name, filename in (
+        (report.name, "../../secret.png"),
+        (report.name, ".staging"),
+        (report.name, "missing.png"),
+        ("..", "reports"),
+        (report.name, "notes.txt"),
+    ):
+        assert asset_path(tmp_path, name, filename, tmp_path / "reports") is None
 
 
 def test_a_week_without_data_still_renders_and_says_no_data(clean_db: str, tmp_path: Path) -> None:
