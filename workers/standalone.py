@@ -50,7 +50,10 @@ class Standalone:
                     env["EVENTOPS_DATABASE_URL"]
                 )
             if not self.settings.backup_key:
-                env["EVENTOPS_BACKUP_KEY"] = self._demo_backup_key()
+                env["EVENTOPS_BACKUP_KEY"] = self._demo_secret("backup.key")
+            if not self.settings.ingest_token:
+                # The Web Vitals endpoint refuses beacons without one.
+                env["EVENTOPS_INGEST_TOKEN"] = self._demo_secret("ingest.token")
             self._write_env_file(env)
             stack.callback(self._remove_env_file)
             stack.callback(self._stop_children)
@@ -133,9 +136,10 @@ class Standalone:
             platform_db.generate(platform, scale=0.2)
         return url.render_as_string(hide_password=False)
 
-    def _demo_backup_key(self) -> str:
-        """A random backup key kept in var/ (0600), so demo backups are encrypted too."""
-        path = self.var / "backup.key"
+    def _demo_secret(self, name: str) -> str:
+        """A random secret kept in var/ (0600) across runs: the backup key (so demo backups
+        are encrypted too) and the ingestion token."""
+        path = self.var / name
         if not path.exists():
             path.write_text(secrets.token_urlsafe(32))
             path.chmod(0o600)
@@ -148,6 +152,7 @@ class Standalone:
             "EVENTOPS_BROKER_URL",
             "EVENTOPS_PLATFORM_DATABASE_URL",
             "EVENTOPS_BACKUP_KEY",
+            "EVENTOPS_INGEST_TOKEN",
         )
         lines = [f"{key}={env[key]}" for key in keys if key in env]
         path = self.var / STANDALONE_ENV
@@ -189,6 +194,10 @@ class Standalone:
         click.echo(
             f"  Dashboard (live)   http://127.0.0.1:{DASHBOARD_PORT}   (login "
             f"{self.settings.dashboard_user} / {self._dashboard_password()})"
+        )
+        click.echo(
+            f"  Web Vitals beacons http://127.0.0.1:{DASHBOARD_PORT}/ingest/vitals   (token in "
+            f"{self.var / 'ingest.token'})"
         )
         if demo_port:
             click.echo(f"  Demo platform      {platform_url}   (supabase fails on purpose)")
