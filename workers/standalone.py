@@ -195,9 +195,10 @@ class Standalone:
             f"  Dashboard (live)   http://127.0.0.1:{DASHBOARD_PORT}   (login "
             f"{self.settings.dashboard_user} / {self._dashboard_password()})"
         )
+        token = "EVENTOPS_INGEST_TOKEN" if self.settings.ingest_token else self.var / "ingest.token"
         click.echo(
-            f"  Web Vitals beacons http://127.0.0.1:{DASHBOARD_PORT}/ingest/vitals   (token in "
-            f"{self.var / 'ingest.token'})"
+            f"  Web Vitals beacons http://127.0.0.1:{DASHBOARD_PORT}/ingest/vitals   "
+            f"(token: {token})"
         )
         if demo_port:
             click.echo(f"  Demo platform      {platform_url}   (supabase fails on purpose)")
