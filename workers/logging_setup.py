@@ -110,8 +110,18 @@ def configure_logging(
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
-    # Python's warnings become log lines too, so no line on stderr escapes the format.
+    # Python's warnings become log lines too, so no line on stderr escapes the format; so
+    # does a crash's traceback in JSON mode (one JSON line, not thirty lines of text).
     logging.captureWarnings(True)
+    if log_format == "json":
+        sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, trace: Any) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, trace)
+        return
+    logging.getLogger("eventops").critical("uncaught exception", exc_info=(kind, error, trace))
 
 
 def _format_from_settings() -> str:

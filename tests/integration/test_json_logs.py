@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,10 +54,11 @@ def parse_lines(text: str) -> list[dict[str, object]]:
 @pytest.fixture
 def root_logger_restored() -> object:
     root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    handlers, level, hook = list(root.handlers), root.level, sys.excepthook
     yield root
     root.handlers[:] = handlers
     root.setLevel(level)
+    sys.excepthook = hook
 
 
 def test_a_line_logged_inside_a_check_context_names_the_check(root_logger_restored: object) -> None:
@@ -175,10 +177,26 @@ def test_beat_writes_only_json_lines(clean_db: str, clean_redis: str, tmp_path: 
             eventops("beat"), env=env, cwd=ROOT, stdout=err, stderr=subprocess.STDOUT
         )
     try:
-        # The dispatch tick runs every few seconds: beat has sent one when it is in the log.
-        wait_for(lambda: b"probes.dispatch_due" in log.read_bytes(), 90, "beat's first tick")
+        # The dispatch tick runs every few seconds: wait until one is queued in Redis.
+        queued = redis.Redis.from_url(clean_redis)
+        wait_for(lambda: queued.llen("pipeline") > 0, 90, "beat's first tick")
     finally:
         stop(beat)
     lines = parse_lines(log.read_text())
     assert all(set(CONTEXT) <= set(line) for line in lines)
+    assert not [line for line in lines if line["level"] in ("ERROR", "CRITICAL")], lines
     assert any(line["logger"].startswith("celery.beat") for line in lines)
+
+
+def test_a_crash_in_json_mode_is_one_json_line(tmp_path: Path) -> None:
+    script = (
+        "from workers.logging_setup import configure_logging\n"
+        "configure_logging('json')\n"
+        "raise RuntimeError('the end')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    (line,) = parse_lines(done.stderr)
+    assert line["level"] == "CRITICAL" and "RuntimeError: the end" in str(line["exception"])
