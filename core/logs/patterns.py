@@ -64,7 +64,10 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b0[xX][0-9a-fA-F]+\b"), "<hex>"),
     # Hashes and request ids: long runs of hex digits with at least one digit and one letter.
     (re.compile(r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b"), "<hex>"),
-    # Stripe-like and other ids: a token of 8+ word characters that holds a digit.
+    # Prefixed ids (Stripe's pi_..., cus_..., req_...) with a capital or a digit, so that
+    # snake_case words such as user_deactivated stay.
+    (re.compile(r"\b[a-z]{2,5}_(?=[A-Za-z0-9]*[A-Z0-9])[A-Za-z0-9]{10,}\b"), "<id>"),
+    # Other ids: a token of 8+ word characters that holds a digit.
     (re.compile(r"\b(?=[A-Za-z_-]*\d)(?=\w*[A-Za-z])[\w-]{8,}\b"), "<id>"),
     # Numbers, keeping a unit glued to them: `30.5s` -> `<num>s`; `user42` stays as it is.
     (re.compile(r"(?<![\w<.])[-+]?\d+(\.\d+)?(?![\d.>])"), "<num>"),

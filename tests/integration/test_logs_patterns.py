@@ -41,6 +41,7 @@ T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
             "GET https://api.mapbox.com/geocoding/v5?q=x timed out after 2s",
         ),
         ("connection to 10.0.0.12:5432 refused", "connection to 192.168.1.4:6543 refused"),
+        ("refund of cus_NffrFeUfNV2Hib failed", "refund of cus_QkxPbnmWzzabcdef failed"),
         ("lock 0xdeadbeef held by tx a3f9c21e77b0", "lock 0x1f held by tx 0b9e77f1c2d4"),
     ],
 )
