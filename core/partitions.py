@@ -140,50 +140,52 @@ def ensure_partitions(
     return {"created": created, "moved_from_default": moved}
 
 
-def drop_expired(
-    session: Session, retention: OutcomeRetentionConfig, now: datetime
-) -> dict[str, Any]:
-    """Drop daily partitions past raw retention whose minutes are all rolled up; delete such
-    rows from the default partition; trim the rollups past their retention."""
+@dataclass(frozen=True)
+class Horizon:
+    """What may go: raw rows before `raw_until` (past retention and rolled up), except the
+    days in `dirty_days` (a late outcome waits for its re-roll)."""
+
+    cutoff: datetime
+    raw_until: datetime
+    dirty_days: frozenset[date]
+    first_dirty: datetime | None
+
+
+def horizon(session: Session, retention: OutcomeRetentionConfig, now: datetime) -> Horizon:
     today = now.astimezone(UTC).date()
     cutoff = datetime.combine(today - timedelta(days=retention.raw_outcomes_days), time(), UTC)
-    marks = watermarks(session)
-    minute_mark = marks.get("minute")
-    # Nothing before the minute watermark's start, nor a minute waiting for a re-roll.
+    minute_mark = watermarks(session).get("minute")
     rolled_until = minute_mark if minute_mark is not None else datetime.min.replace(tzinfo=UTC)
-    safe_until = min(cutoff, rolled_until)
-    dirty_days = set(
-        session.scalars(
-            text("SELECT DISTINCT (bucket AT TIME ZONE 'UTC')::date FROM rollup_dirty")
-        ).all()
-    )
+    dirty = session.execute(
+        text(
+            "SELECT min(bucket), array_agg(DISTINCT (bucket AT TIME ZONE 'UTC')::date) "
+            "FROM rollup_dirty"
+        )
+    ).one()
+    return Horizon(cutoff, min(cutoff, rolled_until), frozenset(dirty[1] or ()), dirty[0])
 
-    dropped: list[str] = []
-    waiting: list[str] = []
-    for part in partitions(session):
-        if part.end > cutoff:
-            break
-        if part.end <= safe_until and part.day not in dirty_days:
-            session.execute(text(f"DROP TABLE {part.name}"))
-            dropped.append(part.name)
-        else:
-            waiting.append(part.name)
-    first_dirty = session.scalar(text("SELECT min(bucket) FROM rollup_dirty"))
-    default_until = min(safe_until, first_dirty) if first_dirty is not None else safe_until
+
+def trim(session: Session, retention: OutcomeRetentionConfig, now: datetime) -> dict[str, Any]:
+    """The row deletes of retention (no DDL, so no lock on `outcomes` itself): old rows of the
+    default partition on the same terms as a partition drop, minute rollups past their
+    retention whose hours are rolled, hour rollups past theirs."""
+    today = now.astimezone(UTC).date()
+    edge = horizon(session, retention, now)
+    default_until = edge.raw_until
+    if edge.first_dirty is not None:
+        default_until = min(default_until, edge.first_dirty)
     deleted_default = _rowcount(
         session.execute(
             text(f"DELETE FROM {DEFAULT} WHERE slot < :until"), {"until": default_until}
         )
     )
-
-    minute_cutoff = datetime.combine(
-        today - timedelta(days=retention.minute_rollups_days), time(), UTC
-    )
-    hour_mark = marks.get("hour")
+    hour_mark = watermarks(session).get("hour")
+    minute_cutoff = datetime.min.replace(tzinfo=UTC)
     if hour_mark is not None:
-        minute_cutoff = min(minute_cutoff, hour_mark)
-    else:
-        minute_cutoff = datetime.min.replace(tzinfo=UTC)
+        minute_cutoff = min(
+            datetime.combine(today - timedelta(days=retention.minute_rollups_days), time(), UTC),
+            hour_mark,
+        )
     minutes_deleted = _rowcount(
         session.execute(
             text("DELETE FROM outcome_rollups_minute WHERE bucket < :cutoff"),
@@ -197,12 +199,29 @@ def drop_expired(
         )
     )
     return {
-        "dropped": dropped,
-        "waiting_for_rollup": waiting,
         "default_rows_deleted": deleted_default,
         "minute_rollups_deleted": minutes_deleted,
         "hour_rollups_deleted": hours_deleted,
     }
+
+
+def drop_expired(
+    session: Session, retention: OutcomeRetentionConfig, now: datetime
+) -> dict[str, Any]:
+    """Drop the daily partitions past raw retention whose minutes are all rolled up (before
+    the minute watermark, none waiting in `rollup_dirty`); the others wait for a later run."""
+    edge = horizon(session, retention, now)
+    dropped: list[str] = []
+    waiting: list[str] = []
+    for part in partitions(session):
+        if part.end > edge.cutoff:
+            break
+        if part.end <= edge.raw_until and part.day not in edge.dirty_days:
+            session.execute(text(f"DROP TABLE {part.name}"))
+            dropped.append(part.name)
+        else:
+            waiting.append(part.name)
+    return {"dropped": dropped, "waiting_for_rollup": waiting}
 
 
 def health(session: Session, now: datetime) -> dict[str, float]:
@@ -234,12 +253,17 @@ def health(session: Session, now: datetime) -> dict[str, float]:
 def maintain(
     session: Session, retention: OutcomeRetentionConfig, now: datetime | None = None
 ) -> dict[str, Any]:
-    """The daily job: create ahead, drop past retention, record health figures. Idempotent;
-    {"busy": true} when another run holds the lock."""
+    """The hourly job: trim retention, create partitions ahead, drop those past retention,
+    record the health figures. Idempotent; {"busy": true} when another run holds the lock."""
     now = now or utcnow()
     if not session.scalar(_LOCK):
         return {"busy": True}
     summary: dict[str, Any] = {}
+    summary.update(trim(session, retention, now))
+    # The DDL comes last so its lock on `outcomes` is held only until the commit right after,
+    # and gives up rather than queue behind a long query with every insert queued behind it
+    # (the task retries).
+    session.execute(text("SET LOCAL lock_timeout = '10s'"))
     summary.update(ensure_partitions(session, retention, now))
     summary.update(drop_expired(session, retention, now))
     figures = health(session, now)

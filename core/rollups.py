@@ -58,62 +58,43 @@ _BUCKET_SQL = (
 )
 
 # One minute bucket per (check, minute) of the raw outcomes `{source}` picks (a time range,
-# or the dirty buckets): the rollup row's columns.
+# or the dirty buckets): the rollup row's columns. One pass: group by histogram bucket too,
+# then fold those groups into the minute (a minute usually holds one probe per check).
+# Rows without a latency fall in some `idx` group with latency_count 0 and stay out of the
+# histogram.
 _MINUTE_SELECT = f"""
-    WITH raw AS (
-        SELECT o.check_id, date_trunc('minute', o.slot, 'UTC') AS bucket, o.status,
-               o.latency_ms, {_BUCKET_SQL} AS idx
+    SELECT g.check_id, g.bucket, sum(up) AS up, sum(down) AS down, sum(missed) AS missed,
+           sum(n) AS latency_count, coalesce(sum(total), 0) AS latency_sum,
+           min(low) AS latency_min, max(high) AS latency_max,
+           coalesce(jsonb_object_agg(idx::text, n) FILTER (WHERE n > 0), '{{{{}}}}'::jsonb)
+               AS histogram
+    FROM (
+        SELECT o.check_id, date_trunc('minute', o.slot, 'UTC') AS bucket,
+               {_BUCKET_SQL} AS idx,
+               count(*) FILTER (WHERE o.status = 'up') AS up,
+               count(*) FILTER (WHERE o.status = 'down') AS down,
+               count(*) FILTER (WHERE o.status NOT IN ('up', 'down')) AS missed,
+               count(o.latency_ms) AS n, sum(o.latency_ms) AS total,
+               min(o.latency_ms) AS low, max(o.latency_ms) AS high
         FROM outcomes o {{source}}
-    ),
-    agg AS (
-        SELECT check_id, bucket,
-               count(*) FILTER (WHERE status = 'up') AS up,
-               count(*) FILTER (WHERE status = 'down') AS down,
-               count(*) FILTER (WHERE status NOT IN ('up', 'down')) AS missed,
-               count(latency_ms) AS latency_count,
-               coalesce(sum(latency_ms), 0) AS latency_sum,
-               min(latency_ms) AS latency_min,
-               max(latency_ms) AS latency_max
-        FROM raw GROUP BY check_id, bucket
-    ),
-    hist AS (
-        SELECT check_id, bucket, jsonb_object_agg(idx::text, n) AS histogram
-        FROM (
-            SELECT check_id, bucket, idx, count(*) AS n
-            FROM raw WHERE latency_ms IS NOT NULL GROUP BY check_id, bucket, idx
-        ) h
-        GROUP BY check_id, bucket
-    )
-    SELECT agg.check_id, agg.bucket, up, down, missed, latency_count, latency_sum,
-           latency_min, latency_max, coalesce(hist.histogram, '{{{{}}}}'::jsonb) AS histogram
-    FROM agg LEFT JOIN hist USING (check_id, bucket)
+        GROUP BY 1, 2, 3
+    ) g
+    GROUP BY g.check_id, g.bucket
 """
 
-# Hours summed from the minute rollups `{source}` picks.
+# Hours summed from the minute rollups `{source}` picks; each hour's histogram is the sum
+# of its minutes' histograms.
 _HOUR_SELECT = """
-    WITH m AS (
-        SELECT o.check_id, date_trunc('hour', o.bucket, 'UTC') AS hour, up, down, missed,
-               latency_count, latency_sum, latency_min, latency_max, histogram
-        FROM outcome_rollups_minute o {source}
-    ),
-    agg AS (
-        SELECT check_id, hour, sum(up) AS up, sum(down) AS down, sum(missed) AS missed,
-               sum(latency_count) AS latency_count, sum(latency_sum) AS latency_sum,
-               min(latency_min) AS latency_min, max(latency_max) AS latency_max
-        FROM m GROUP BY check_id, hour
-    ),
-    hist AS (
-        SELECT check_id, hour, jsonb_object_agg(key, n) AS histogram
-        FROM (
-            SELECT check_id, hour, e.key, sum(e.value::int) AS n
-            FROM m, jsonb_each_text(m.histogram) AS e
-            GROUP BY check_id, hour, e.key
-        ) h
-        GROUP BY check_id, hour
-    )
-    SELECT agg.check_id, agg.hour AS bucket, up, down, missed, latency_count, latency_sum,
-           latency_min, latency_max, coalesce(hist.histogram, '{{}}'::jsonb) AS histogram
-    FROM agg LEFT JOIN hist USING (check_id, hour)
+    SELECT o.check_id, date_trunc('hour', o.bucket, 'UTC') AS bucket, sum(up) AS up,
+           sum(down) AS down, sum(missed) AS missed, sum(latency_count) AS latency_count,
+           sum(latency_sum) AS latency_sum, min(latency_min) AS latency_min,
+           max(latency_max) AS latency_max,
+           (SELECT coalesce(jsonb_object_agg(e.key, e.n), '{{}}'::jsonb)
+            FROM (SELECT key, sum(value::int) AS n
+                  FROM unnest(array_agg(o.histogram)) AS h(j), jsonb_each_text(h.j)
+                  GROUP BY key) e) AS histogram
+    FROM outcome_rollups_minute o {source}
+    GROUP BY 1, 2
 """
 
 _COLUMNS = (
@@ -348,7 +329,7 @@ def run_rollup(
     if minute_mark is None:
         oldest = session.scalar(text("SELECT min(slot) FROM outcomes"))
         minute_mark = min(floor_minute(oldest), target) if oldest is not None else target
-    summary: dict[str, Any] = {"minutes": 0, "hours": 0, "rerolled": 0}
+    summary: dict[str, Any] = {"minutes": 0, "hours": 0, "rerolled": 0, "too_late": 0}
 
     stop = min(target, minute_mark + MAX_MINUTES_PER_RUN)
     while minute_mark < stop:
@@ -357,6 +338,22 @@ def run_rollup(
         minute_mark = chunk_end
     _set_watermark(session, "minute", minute_mark, now)
 
+    # A late outcome whose day's partition is already dropped cannot be re-rolled: the rest
+    # of its minute is gone, and a recompute would shrink the rollup to that one outcome. It
+    # stays out of the rollups (its row, in the default partition, goes with the old rows).
+    raw_cutoff = datetime.combine(
+        (now - timedelta(days=retention.raw_outcomes_days)).astimezone(UTC).date(),
+        datetime.min.time(),
+        UTC,
+    )
+    too_late = session.execute(
+        text(
+            "DELETE FROM rollup_dirty WHERE bucket < :cutoff AND to_regclass("
+            "'outcomes_p' || to_char(bucket AT TIME ZONE 'UTC', 'YYYYMMDD')) IS NULL"
+        ),
+        {"cutoff": raw_cutoff},
+    )
+    summary["too_late"] = int(getattr(too_late, "rowcount", 0) or 0)
     # Late outcomes: recompute their minutes (behind the watermark) and then their hours.
     dirty = session.execute(
         text("DELETE FROM rollup_dirty WHERE bucket < :mark RETURNING check_id, bucket"),

@@ -100,9 +100,9 @@ class Outcome(Base):
 
     __table_args__ = (
         UniqueConstraint("check_id", "slot", name="uq_outcomes_check_slot"),
-        # The rollup and retention read by time range across every check; a BRIN index is
-        # tiny and nearly free to maintain because slots arrive in time order.
-        Index("ix_outcomes_slot", "slot", postgresql_using="brin"),
+        # The rollup reads the newest minute across every check. Not BRIN: ranges written
+        # since the last vacuum are unsummarized, so the newest rows would always be scanned.
+        Index("ix_outcomes_slot", "slot"),
         {"postgresql_partition_by": "RANGE (slot)"},
     )
 

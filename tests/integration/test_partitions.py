@@ -211,6 +211,27 @@ def test_a_partition_is_kept_until_every_minute_of_it_is_rolled_up(clean_db: str
         assert minute is not None and minute.down == 1
     assert maintain_at(now)["dropped"] == [partition_name(d0 + timedelta(days=1))]
 
+    # An outcome of day 0, whose partition is gone, comes in now: re-rolling its hour from
+    # what is left would shrink it, so it stays out of the rollups and is deleted as old.
+    gone = start + timedelta(hours=6, minutes=2, seconds=30)
+    with session_scope() as session:
+        hour_before = session.get(OutcomeRollupHour, (check_ids[0], start + timedelta(hours=6)))
+        assert hour_before is not None
+        expected = (hour_before.up, hour_before.down, hour_before.latency_count)
+        record_outcomes(
+            session,
+            [ProbeResult(check_ids[0], gone, gone, "down", 700.0, 503, "bad_status")],
+            make_config(),
+            now=now,
+        )
+    with session_scope() as session:
+        assert run_rollup(session, RETENTION, now=now)["too_late"] == 1
+    with session_scope() as session:
+        hour_after = session.get(OutcomeRollupHour, (check_ids[0], start + timedelta(hours=6)))
+        assert hour_after is not None
+        assert (hour_after.up, hour_after.down, hour_after.latency_count) == expected
+    assert maintain_at(now)["default_rows_deleted"] == 1
+
 
 def test_a_slot_without_a_partition_lands_in_default_and_moves_when_its_day_is_created(
     clean_db: str,
