@@ -153,7 +153,7 @@ class _Section:
 # --- the report ---------------------------------------------------------------------------
 
 
-def summary_figures(data: WeeklyData) -> dict[str, Any]:
+def summary_figures(data: WeeklyData, warn_within_days: float = 30) -> dict[str, Any]:
     probes = sum(s.probes for s in data.services)
     up = sum((s.uptime or 0.0) * s.probes for s in data.services)
     resolved = [i.minutes_to_resolve for i in data.incidents if i.minutes_to_resolve is not None]
@@ -169,7 +169,9 @@ def summary_figures(data: WeeklyData) -> dict[str, Any]:
     warnings = [
         f.metric
         for f in data.forecasts
-        if f.days_to_limit is not None and f.limit is not None and f.days_to_limit < 30
+        if f.days_to_limit is not None
+        and f.limit is not None
+        and f.days_to_limit < warn_within_days
     ]
     return {
         "uptime": up / probes if probes else None,
@@ -208,7 +210,7 @@ def sections(
                 else "-",
             ],
             [
-                "Capacity limits within 30 days",
+                f"Capacity limits within {config.capacity.warn_within_days:g} days",
                 ", ".join(summary["capacity_limits_within_30_days"]) or "none",
             ],
         ],
@@ -405,7 +407,7 @@ def build_weekly_report(
     staging.mkdir()
     try:
         drawn = charts.draw_all(data, staging, config.reports)
-        summary = summary_figures(data)
+        summary = summary_figures(data, config.capacity.warn_within_days)
         parts = sections(data, drawn, config, summary)
         year, week, _ = since.isocalendar()
         title = (
