@@ -255,24 +255,36 @@ def _ingest_files(
                 key = (st.st_dev, st.st_ino)
                 if key in candidates:
                     continue
-                if key in unfinished or (truncated and _copied_offset(Path(entry.path), known)):
+                if key in unfinished or (
+                    truncated and _copied_offset(Path(entry.path), known, exclude=key)
+                ):
                     candidates[key] = Path(entry.path)
     # Older files first, so a rotated file's last lines are read before the new file's first.
     ordered = sorted(candidates.items(), key=lambda item: _mtime(item[1]))
     for key, path in ordered:
         try:
-            start = 0 if key in known else _copied_offset(path, known)
+            # A new file, or a known inode now holding another file (a freed inode reused by
+            # the next rotation's copy), may be a copy of a known file: start where it was.
+            start = (
+                _copied_offset(path, known, exclude=key)
+                if key not in known or _rewritten(path, known[key])
+                else 0
+            )
             _ingest_file(sessions, source, config, path, key, known.get(key), start, now, summary)
         except OSError as error:
             summary.errors.append(f"{path}: {error.strerror or error}")
 
 
-def _copied_offset(path: Path, known: dict[tuple[int, int], LogFile]) -> int:
+def _copied_offset(
+    path: Path, known: dict[tuple[int, int], LogFile], exclude: tuple[int, int] | None = None
+) -> int:
     """Where to start a file never seen before. A copy of a known file (logrotate's
     `copytruncate` copies `app.log` to `app.log.1`, then truncates `app.log`) starts where the
     original was read to, as it stood before this run; anything else starts at 0."""
     size = path.stat().st_size
-    for row in known.values():
+    for key, row in known.items():
+        if key == exclude:
+            continue
         same_head = head_hash(path, row.head_len) == (row.head_hash, row.head_len)
         if row.head_len and size >= row.head_len and same_head:
             return min(row.offset, size)
@@ -335,8 +347,9 @@ def _ingest_file(
             assert row is not None
             digest, length = head_hash(path, row.head_len)
             if length < row.head_len or digest != row.head_hash or size < row.offset:
-                # Truncated, or another file under a reused inode: read it again from 0.
-                row.offset = 0
+                # Truncated, or another file under a reused inode: read it again from 0, or
+                # from where its original was read to when it is a copy.
+                row.offset = start
                 row.restarts += 1
                 row.lines = 0
                 summary.restarts += 1

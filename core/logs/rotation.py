@@ -12,8 +12,12 @@ style, so nothing is ever renumbered) and then compressed to `....gz`. Two metho
   the truncate, the caveat logrotate documents for copytruncate.
 - **rename**: rename the file and create an empty one at the path, for writers that reopen
   the path (Python's WatchedFileHandler, `open(path, "a")` per write). A line written through
-  an already open handle lands in the renamed file, which is why it is compressed only on a
-  later run once it has been quiet for `compress_grace_s` (logrotate's `delaycompress`).
+  an already open handle lands in the renamed file.
+
+Either way a rotated file is compressed only on a later run, once it has been quiet for
+`compress_grace_s` (logrotate's `delaycompress`): a writer may still hold a renamed file
+open, and the log ingester (core/logs/ingest.py) reads the tail of a fresh rotation from
+the plain file.
 
 The last rotation time of each file is a row (`log_rotations`), logrotate's state file. A
 file seen for the first time is not rotated for age (its age is unknown), only for size.
@@ -214,10 +218,6 @@ def _rotate_if_due(
     session.flush()
     summary.rotated.append(destination.name)
     summary.bytes += moved
-    if target.compress and target.method == "copytruncate":
-        # A copy is ours alone: nobody writes to it, so it is compressed at once.
-        compress(destination)
-        summary.compressed += 1
 
 
 def _compress_and_prune(
@@ -226,7 +226,9 @@ def _compress_and_prune(
     rotations = rotations_of(path)
     if target.compress:
         for _, rotated in rotations:
-            # Renamed in this very run: a writer may still hold it open (delaycompress).
+            # Rotated in this very run: left plain until a later run (delaycompress), because
+            # a writer may still hold a renamed file open, and the log ingester reads the
+            # tail of a fresh rotation (copy or renamed file) from the plain file.
             if rotated.name.endswith(".gz") or rotated.name in summary.rotated:
                 continue
             # A renamed file may still get a line from a writer holding it open: wait.

@@ -49,6 +49,9 @@ def test_a_file_is_rotated_by_age_daily_and_compressed(clean_db: str, tmp_path: 
     assert rotate(tmp_path, T0 + timedelta(hours=23))["rotated"] == 0
     assert rotate(tmp_path, T0 + timedelta(days=1))["rotated"] == 1
     assert log.read_text() == ""
+    # Compressed one run later (delaycompress), so readers can finish the plain file.
+    assert [r.name for _, r in rotations_of(log)] == ["worker.log.20261128T140000Z"]
+    assert rotate(tmp_path, T0 + timedelta(days=1, hours=1))["compressed"] == 1
     (rotated_at, rotated), *_ = rotations_of(log)
     assert rotated.name == "worker.log.20261128T140000Z.gz"
     assert rotated_at == T0 + timedelta(days=1)
@@ -79,14 +82,14 @@ def test_retention_keeps_the_newest_n_and_drops_what_is_older_than_keep_days(
         log.write_text(f"day {day}\n")
         rotate(tmp_path, T0 + timedelta(days=day), max_size=1, keep=3, keep_days=30)
     assert [r.name for _, r in rotations_of(log)] == [
-        "beat.log.20261202T140000Z.gz",
+        "beat.log.20261202T140000Z",
         "beat.log.20261201T140000Z.gz",
         "beat.log.20261130T140000Z.gz",
     ]
     # Ten days on, all three are older than keep_days=7 and go.
     log.write_text("late\n")
     rotate(tmp_path, T0 + timedelta(days=15), max_size=1, keep=3, keep_days=7)
-    assert [r.name for _, r in rotations_of(log)] == ["beat.log.20261212T140000Z.gz"]
+    assert [r.name for _, r in rotations_of(log)] == ["beat.log.20261212T140000Z"]
 
 
 def _write_while_rotating(
@@ -111,13 +114,13 @@ def _write_while_rotating(
     try:
         while rotations < 3 or written < at_least:
             now += timedelta(seconds=1)
-            rotations += rotate(directory, now, max_size=1, method=method)["rotated"]
+            rotations += rotate(directory, now, max_size=1, method=method, keep=10_000)["rotated"]
     finally:
         stop.set()
         thread.join()
     # Two more runs rotate the rest and compress the renamed files.
-    rotate(directory, now + timedelta(seconds=1), max_size=1, method=method)
-    rotate(directory, now + timedelta(seconds=2), max_size=1, method=method)
+    rotate(directory, now + timedelta(seconds=1), max_size=1, method=method, keep=10_000)
+    rotate(directory, now + timedelta(seconds=2), max_size=1, method=method, keep=10_000)
     return all_lines(log), written
 
 
@@ -147,4 +150,43 @@ def test_rename_loses_no_line_of_a_writer_that_reopens_the_path(
 
     seen, written = _write_while_rotating(tmp_path, log, write, "rename", at_least=5000)
     assert sorted(seen, key=lambda s: int(s.split()[1])) == [f"line {n}" for n in range(written)]
-    assert all(r.name.endswith(".gz") for _, r in rotations_of(log))
+    assert all(r.name.endswith(".gz") for _, r in rotations_of(log)[1:])
+
+
+def test_ingestion_and_rotation_together_read_every_line_once(
+    clean_db: str, tmp_path: Path
+) -> None:
+    import json
+
+    from sqlalchemy import func
+
+    from core.logs.ingest import ingest_all
+    from models.config_reports import LogsConfig
+    from models.logs import LogEntry
+
+    log = tmp_path / "worker.log"
+    writer = LockingFileWriter(log)
+    config = LogsConfig.model_validate(
+        {"sources": [{"name": "own", "kind": "system", "path": str(log)}]}
+    )
+    now, written = T0, 0
+    try:
+        for _round in range(4):
+            for _ in range(50):
+                at = (T0 + timedelta(seconds=written)).isoformat()
+                writer.write_line(json.dumps({"timestamp": at, "message": f"line {written}"}))
+                written += 1
+            ingest_all(session_scope, config, now)
+            for _ in range(25):  # written after the ingest, before the rotation
+                at = (T0 + timedelta(seconds=written)).isoformat()
+                writer.write_line(json.dumps({"timestamp": at, "message": f"line {written}"}))
+                written += 1
+            now += timedelta(days=1)
+            rotate(tmp_path, now, max_size=1)
+    finally:
+        writer.close()
+    ingest_all(session_scope, config, now)
+    with session_scope() as session:
+        messages = sorted(session.scalars(select(LogEntry.message)), key=lambda m: int(m[5:]))
+        assert session.scalar(select(func.count()).select_from(LogEntry)) == written
+    assert messages == [f"line {n}" for n in range(written)]
