@@ -13,9 +13,11 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from httpcore._backends.auto import AutoBackend
 
 from core.clock import utcnow
 from core.netguard import AddressPolicy, BlockedAddress, GuardedBackend
+from core.probe_transport import FreeListTransport
 
 USER_AGENT = "eventops-probe/0.1 (+https://eventpros.co.nz)"
 MAX_REDIRECTS = 5
@@ -83,20 +85,20 @@ class ProbeResult:
 
 
 def make_client(
-    max_connections: int = 200, policy: AddressPolicy | None = None
+    max_connections: int = 200, policy: AddressPolicy | None = None, keepalive: bool = True
 ) -> httpx.AsyncClient:
     """The long-lived client of a worker process (building one costs ~19 ms of CPU).
 
     With a policy, every connection (redirect hops included) is checked by the SSRF guard;
-    workers always pass one (workers/runtime.py).
+    workers always pass one (workers/runtime.py). The transport keeps idle connections in a
+    free list per origin (core/probe_transport.py: httpx's default pool costs O(n^2) CPU in
+    the number of concurrent probes); `keepalive=False` opens a new connection per request.
     """
-    limits = httpx.Limits(
-        max_connections=max_connections, max_keepalive_connections=max_connections
+    transport = FreeListTransport(
+        network_backend=GuardedBackend(policy) if policy is not None else AutoBackend(),
+        keepalive=keepalive,
+        max_idle_per_origin=max_connections,
     )
-    transport = httpx.AsyncHTTPTransport(limits=limits)
-    if policy is not None:
-        # httpx does not take a network backend; its pool does (httpcore's documented hook).
-        transport._pool._network_backend = GuardedBackend(policy)
     return httpx.AsyncClient(
         transport=transport,
         follow_redirects=True,
