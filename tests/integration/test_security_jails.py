@@ -342,3 +342,31 @@ def test_the_tick_reads_judges_and_prunes_events_past_keep_events(
     again = runner.tick(session_scope, config, None, T0 + timedelta(minutes=5))
     assert again["sources"]["auth-file"] == {"read": 0, "stored": 0}
     assert again["failed_logins"] == {"window": None}
+
+
+def test_many_distinct_404_paths_are_enumeration(clean_db: str, tmp_path: Path) -> None:
+    config = jail_config(tmp_path)
+    write(tmp_path / "api.jsonl", [
+        request(T0 + timedelta(seconds=2 * i), "203.0.113.40", f"/api/files/report-{i}.pdf", 404)
+        for i in range(25)
+    ])  # fmt: skip
+    run(config, "api_abuse", T0 + timedelta(hours=1), T0)
+    (finding,) = all_findings()
+    assert finding.kind == "enumeration"
+    assert finding.evidence["not_found_paths"] == 25
+
+
+def test_an_injection_the_platform_answered_2xx_is_critical(clean_db: str, tmp_path: Path) -> None:
+    config = jail_config(tmp_path)
+    write(tmp_path / "api.jsonl", [
+        request(T0, "203.0.113.50", "/api/search?q=%27%20OR%201%3D1--", 200),
+        request(T0 + timedelta(seconds=1), "203.0.113.51", "/api/search?q=<script>x</script>", 400),
+        request(T0 + timedelta(seconds=2), "100.64.3.3", "/api/search?q=photo+booth", 200),
+    ])  # fmt: skip
+    run(config, "signatures", T0 + timedelta(hours=2), T0 - timedelta(hours=1))
+    by_subject = {f.subject: f for f in all_findings()}
+    assert set(by_subject) == {"ip:203.0.113.50", "ip:203.0.113.51"}
+    assert by_subject["ip:203.0.113.50"].severity == "critical"
+    assert by_subject["ip:203.0.113.50"].evidence["signatures"] == {"sql_injection": 1}
+    assert by_subject["ip:203.0.113.51"].severity == "warning"
+    assert by_subject["ip:203.0.113.51"].kind == "xss"
