@@ -163,10 +163,12 @@ def detector_window(
     settle: timedelta,
     first_lookback: timedelta,
     bucket: timedelta | None = None,
+    cap: datetime | None = None,
 ) -> tuple[datetime, datetime]:
-    """(since, until]: from the end of the last judged window to `now - settle`, floored to
-    whole buckets for the bucketed detectors (a bucket is judged once, complete)."""
-    until = now - settle
+    """(since, until]: from the end of the last judged window to `now - settle` (or `cap`,
+    where a lagging source is complete up to), floored to whole buckets for the bucketed
+    detectors (a bucket is judged once, complete)."""
+    until = now - settle if cap is None else min(now - settle, cap)
     if bucket is not None:
         until = floor_time(until, bucket)
     cursor = get_cursor(session, f"detector:{detector}")

@@ -57,16 +57,18 @@ def run_detector(
     name: str,
     now: datetime,
     since: datetime | None = None,
+    cap: datetime | None = None,
 ) -> dict[str, Any]:
-    """Run one detector over the window since its last run (or from `since`), then move its
-    mark. A re-run over the same window finds the same findings and adds none."""
+    """Run one detector over the window since its last run (or from `since`), up to `cap`
+    at most, then move its mark. A re-run over the same window finds the same findings and
+    adds none."""
     table = detectors(config)
     if name not in table:
         raise KeyError(f"unknown detector {name!r} (known: {', '.join(table)})")
     detect, bucket, _ = table[name]
     security = config.security
     start, until = detector_window(
-        session, name, now, security.settle, security.first_lookback, bucket
+        session, name, now, security.settle, security.first_lookback, bucket, cap
     )
     if since is not None:
         start = since
@@ -82,20 +84,43 @@ def tick(
     config: EventopsConfig,
     platform: Conn | None,
     now: datetime,
+    max_rounds: int = 10,
 ) -> dict[str, Any]:
     """Ingest, detect, notify, prune; each step in a transaction of its own so one failing
-    detector does not hold back the others."""
+    detector does not hold back the others.
+
+    Sources are read batch after batch (up to `max_rounds`) until they are caught up. One
+    still behind after that caps every detector's window at the newest event it has read,
+    so no window is closed before its events are in: the next ticks catch up and judge the
+    rest.
+    """
     security = config.security
     if not security.enabled:
         return {"skipped": "security is disabled in the config"}
     summary: dict[str, Any] = {}
-    with session_factory() as session:
-        summary["sources"] = ingest(session, list(security.sources), platform, now)
+    sources = list(security.sources)
+    read: dict[str, dict[str, Any]] = {}
+    for _ in range(max_rounds):
+        with session_factory() as session:
+            batch = ingest(session, sources, platform, now)
+        for name, result in batch.items():
+            total = read.setdefault(name, {"read": 0, "stored": 0})
+            for key, value in result.items():
+                total[key] = total.get(key, 0) + value if key in ("read", "stored") else value
+            if not result.get("behind"):
+                total.pop("behind", None)
+                total.pop("up_to", None)
+        sources = [s for s in sources if batch.get(s.name, {}).get("behind")]
+        if not sources:
+            break
+    summary["sources"] = read
+    lagging = [s["up_to"] for s in read.values() if s.get("behind") and s.get("up_to")]
+    cap = min(datetime.fromisoformat(at) for at in lagging) if lagging else None
     for name, (_, _, enabled) in detectors(config).items():
         if not enabled:
             continue
         with session_factory() as session:
-            summary[name] = run_detector(session, config, name, now)
+            summary[name] = run_detector(session, config, name, now, cap=cap)
     with session_factory() as session:
         summary["webhooks"] = deliver_webhooks(session, config)
     with session_factory() as session:

@@ -35,13 +35,24 @@ class IngestResult:
     stored: int = 0
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
+    # A full batch: there may be more to read. `last_at` is the newest event read, up to
+    # which the source is known complete (its rows come in time order, near enough).
+    full: bool = False
+    last_at: datetime | None = None
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"read": self.read, "stored": self.stored}
         if self.rejected:
             out["rejected"] = self.rejected
             out["first_error"] = self.errors[0]
+        if self.full:
+            out["behind"] = True
+            out["up_to"] = self.last_at.isoformat() if self.last_at else None
         return out
+
+    def saw(self, row: dict[str, Any]) -> None:
+        if self.last_at is None or row["at"] > self.last_at:
+            self.last_at = row["at"]
 
 
 def _timestamp(value: Any) -> datetime:
@@ -199,10 +210,12 @@ def ingest_query(
         last = str(key)
         try:
             rows.append(canonical(source, raw, last))
+            result.saw(rows[-1])
         except BadEvent as error:
             result.rejected += 1
             result.errors.append(f"{source.name} row {last}: {error}")
     result.read = len(raw_rows)
+    result.full = result.read >= source.batch
     result.stored = store(session, rows)
     set_cursor(session, state, last, now, _details(session, state, result))
     return result
@@ -241,9 +254,11 @@ def ingest_file(session: Session, source: SourceConfig, now: datetime) -> Ingest
                 if not isinstance(raw, dict):
                     raise BadEvent("(line): is not a JSON object")
                 rows.append(canonical(source, raw, key))
+                result.saw(rows[-1])
             except (BadEvent, json.JSONDecodeError, UnicodeDecodeError) as error:
                 result.rejected += 1
                 result.errors.append(f"{source.file}:{key.split(':')[1]}: {error}")
+    result.full = result.read >= source.batch
     result.stored = store(session, rows)
     set_cursor(session, state, f"{inode}:{offset}", now, _details(session, state, result))
     return result

@@ -370,3 +370,27 @@ def test_an_injection_the_platform_answered_2xx_is_critical(clean_db: str, tmp_p
     assert by_subject["ip:203.0.113.50"].evidence["signatures"] == {"sql_injection": 1}
     assert by_subject["ip:203.0.113.51"].severity == "warning"
     assert by_subject["ip:203.0.113.51"].kind == "xss"
+
+
+def test_a_source_still_behind_holds_the_detectors_back_until_its_events_are_in(
+    clean_db: str, tmp_path: Path
+) -> None:
+    config = make_config(
+        security={
+            "sources": [
+                {"name": "auth-file", "stream": "auth", "file": str(tmp_path / "auth.jsonl"),
+                 "batch": 2},
+            ]
+        }
+    )  # fmt: skip
+    write(tmp_path / "auth.jsonl", burst(T0, "203.0.113.60"))
+    now = T0 + timedelta(minutes=30)
+    first = runner.tick(session_scope, config, None, now, max_rounds=1)
+    assert first["sources"]["auth-file"]["behind"] is True
+    # Read up to T0 + 1 s: no detector may close a window past that yet.
+    assert first["failed_logins"]["until"] == (T0 + timedelta(seconds=1)).isoformat()
+    assert all_bans() == []
+    second = runner.tick(session_scope, config, None, now)
+    assert second["sources"]["auth-file"] == {"read": 4, "stored": 4}
+    (ban,) = all_bans()
+    assert ban.banned_at == T0 + timedelta(seconds=4)
