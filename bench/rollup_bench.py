@@ -70,9 +70,18 @@ def scratch_database() -> Iterator[str]:
     try:
         yield server.set(database=name).render_as_string(hide_password=False)
     finally:
-        db.get_engine().dispose()
+        if url_configured():
+            db.get_engine().dispose()
         with psycopg.connect(**admin, autocommit=True) as conn:  # type: ignore[arg-type]
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def url_configured() -> bool:
+    try:
+        db.get_engine()
+    except Exception:
+        return False
+    return True
 
 
 def timed(label: str, results: dict[str, float], fn: object) -> object:

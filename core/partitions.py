@@ -83,32 +83,29 @@ def _ensure_default(session: Session) -> None:
 def create_partition(session: Session, day: date) -> int:
     """Create the day's partition; returns how many rows it took over from the default one.
 
-    Without rows of that day in the default partition it is a plain CREATE TABLE ...
-    PARTITION OF. With them, the rows move into a new table first, which is then attached:
-    attaching checks the default partition no longer holds the range."""
+    Always a new table that is then attached, never CREATE TABLE ... PARTITION OF: attaching
+    takes only a SHARE UPDATE EXCLUSIVE lock on `outcomes`, so the pipeline's inserts go on
+    meanwhile (PARTITION OF would take ACCESS EXCLUSIVE). The day's rows that waited in the
+    default partition move into the new table first, because attaching checks that the
+    default partition no longer holds the range."""
     part = Partition(partition_name(day), day)
     bounds = {"start": part.start, "end": part.end}
-    stranded = session.scalar(
-        text(f"SELECT count(*) FROM {DEFAULT} WHERE slot >= :start AND slot < :end"), bounds
-    )
-    literal = f"FROM ('{part.start:%Y-%m-%d %H:%M:%S}+00') TO ('{part.end:%Y-%m-%d %H:%M:%S}+00')"
-    if not stranded:
+    # No insert may land in the default partition between the move and the attach (the
+    # attach would fail); inserts routed to the other partitions are not held up.
+    session.execute(text(f"LOCK TABLE {DEFAULT} IN EXCLUSIVE MODE"))
+    session.execute(text(f"CREATE TABLE {part.name} (LIKE {PARENT} INCLUDING DEFAULTS)"))
+    moved = _rowcount(
         session.execute(
             text(
-                f"CREATE TABLE IF NOT EXISTS {part.name} PARTITION OF {PARENT} FOR VALUES {literal}"
-            )
+                f"WITH moved AS (DELETE FROM {DEFAULT} WHERE slot >= :start AND slot < :end "
+                f"RETURNING *) INSERT INTO {part.name} SELECT * FROM moved"
+            ),
+            bounds,
         )
-        return 0
-    session.execute(text(f"CREATE TABLE {part.name} (LIKE {PARENT} INCLUDING DEFAULTS)"))
-    session.execute(
-        text(
-            f"WITH moved AS (DELETE FROM {DEFAULT} WHERE slot >= :start AND slot < :end "
-            f"RETURNING *) INSERT INTO {part.name} SELECT * FROM moved"
-        ),
-        bounds,
     )
+    literal = f"FROM ('{part.start:%Y-%m-%d %H:%M:%S}+00') TO ('{part.end:%Y-%m-%d %H:%M:%S}+00')"
     session.execute(text(f"ALTER TABLE {PARENT} ATTACH PARTITION {part.name} FOR VALUES {literal}"))
-    return int(stranded)
+    return moved
 
 
 def ensure_partitions(
@@ -263,7 +260,7 @@ def maintain(
     # The DDL comes last so its lock on `outcomes` is held only until the commit right after,
     # and gives up rather than queue behind a long query with every insert queued behind it
     # (the task retries).
-    session.execute(text("SET LOCAL lock_timeout = '10s'"))
+    session.execute(text("SET LOCAL lock_timeout = '2s'"))
     summary.update(ensure_partitions(session, retention, now))
     summary.update(drop_expired(session, retention, now))
     figures = health(session, now)

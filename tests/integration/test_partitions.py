@@ -354,3 +354,29 @@ def test_the_migrated_outcome_tables_match_the_models(database_url: str) -> None
     assert ours_differing == []
     partitions_only = {table_of(d) for d in diffs if (table_of(d) or "").startswith("outcomes_")}
     assert "outcomes_default" in partitions_only
+
+
+def test_creating_a_partition_does_not_wait_for_the_pipelines_open_insert(clean_db: str) -> None:
+    """Partitions are attached, which needs only a SHARE UPDATE EXCLUSIVE lock on `outcomes`:
+    an insert transaction still open does not hold it up (the job's lock_timeout is 2 s, so
+    waiting would fail it)."""
+    day = date(2027, 10, 1)
+    maintain_at(midnight(day))
+    check_id = checks(midnight(day))[0]
+    slot = midnight(day) + timedelta(hours=1)
+    with db_engine().connect() as writer:
+        open_insert = writer.begin()
+        writer.execute(
+            insert(Outcome).values(check_id=check_id, slot=slot, observed_at=slot, status="up")
+        )
+        summary = maintain_at(midnight(day) + timedelta(days=1))
+        assert summary["created"] == [partition_name(day + timedelta(days=3))]
+        open_insert.commit()
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Outcome)) == 1
+
+
+def db_engine() -> Any:
+    from models.db import get_engine
+
+    return get_engine()
