@@ -939,5 +939,10 @@ main.add_command(reports)
 main.add_command(logs)
 
 
+from workers.cli_outcomes import outcomes  # noqa: E402
+
+main.add_command(outcomes)
+
+
 if __name__ == "__main__":
     main()
