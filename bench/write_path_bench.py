@@ -1,0 +1,147 @@
+"""P3: outcome rows per second through the pipeline's write path, against a raw COPY.
+
+    .venv/bin/python -m bench.write_path_bench [--checks 1000] [--rows 50000] [--batch 100]
+
+A scratch database on the local Postgres (EVENTOPS_BENCH_DATABASE_URL to name another
+server). The same rows (one outcome per check per second, 1 in 50 down) go:
+1. through core.pipeline.record_outcomes in batches of --batch (a probes.run_batch task's
+   write: insert with ON CONFLICT, lock the checks, advance their state, commit), then
+2. after TRUNCATE, through one psycopg COPY ... FROM STDIN (the ceiling).
+Prints both rates and their ratio (goal >= 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import timedelta
+
+import psycopg
+from sqlalchemy import text
+
+from bench import harness
+from core.clock import utcnow
+from core.pipeline import record_outcomes
+from core.probing import ProbeResult, Reason
+from models import db
+from models.config import parse_config
+
+COLUMNS = (
+    "check_id",
+    "slot",
+    "observed_at",
+    "status",
+    "latency_ms",
+    "http_status",
+    "reason",
+    "detail",
+)
+
+
+def insert_checks(count: int) -> list[int]:
+    with db.get_engine().begin() as conn:
+        conn.execute(
+            text(
+                """
+                INSERT INTO checks (name, kind, url, method, expected_status, interval_s,
+                    timeout_s, max_body_bytes, alert_threshold, recovery_threshold,
+                    severity, enabled, group_name, depends_on, category, next_due_at,
+                    dispatch_attempts, status, consecutive_failures, consecutive_successes)
+                SELECT 'check-' || lpad(n::text, 6, '0'), 'http', 'http://127.0.0.1:9/',
+                    'GET', '[200]', 60, 5, 1024, 3, 2, 'critical', true,
+                    'group-' || (n % 50), '[]', 'availability', now() + interval '1 day', 0,
+                    'up', 0, 0
+                FROM generate_series(1, :n) AS n
+                """
+            ),
+            {"n": count},
+        )
+        return [int(r[0]) for r in conn.execute(text("SELECT id FROM checks ORDER BY id"))]
+
+
+def make_rows(ids: list[int], rows: int) -> list[ProbeResult]:
+    now = utcnow().replace(microsecond=0)
+    rounds = -(-rows // len(ids))
+    results = []
+    for r in range(rounds):
+        slot = now - timedelta(seconds=rounds - r)
+        for n, check_id in enumerate(ids):
+            down = (n + r) % 50 == 0
+            results.append(
+                ProbeResult(
+                    check_id=check_id,
+                    slot=slot,
+                    observed_at=slot + timedelta(milliseconds=40),
+                    status="down" if down else "up",
+                    latency_ms=12.5 + n % 7,
+                    http_status=500 if down else 200,
+                    reason=Reason.BAD_STATUS if down else None,
+                    detail="HTTP 500" if down else None,
+                )
+            )
+    return results[:rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checks", type=int, default=1000)
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=100, help="rows per record_outcomes call")
+    options = parser.parse_args(argv)
+    print(harness.machine())
+    config = parse_config(
+        {"platform_url": "http://127.0.0.1:9", "network": {"allow_internal": ["127.0.0.0/8"]}}
+    )
+    with harness.scratch_database() as url:
+        db.configure(url)
+        ids = insert_checks(options.checks)
+        rows = make_rows(ids, options.rows)
+
+        started = time.perf_counter()
+        for start in range(0, len(rows), options.batch):
+            with db.session_scope() as session:
+                record_outcomes(session, rows[start : start + options.batch], config)
+        pipeline_s = time.perf_counter() - started
+        pipeline_rate = len(rows) / pipeline_s
+        pipeline_load = harness.load()
+
+        with psycopg.connect(**harness.libpq(url)) as conn:
+            stored = conn.execute("SELECT count(*) FROM outcomes").fetchone()
+            assert stored and stored[0] == len(rows), stored
+            conn.execute("TRUNCATE outcomes")
+        with psycopg.connect(**{**harness.libpq(url), "autocommit": False}) as conn:
+            started = time.perf_counter()
+            with (
+                conn.cursor() as cursor,
+                cursor.copy(f"COPY outcomes ({', '.join(COLUMNS)}) FROM STDIN") as copy,
+            ):
+                for r in rows:
+                    copy.write_row(
+                        (
+                            r.check_id,
+                            r.slot,
+                            r.observed_at,
+                            r.status,
+                            r.latency_ms,
+                            r.http_status,
+                            r.reason,
+                            r.detail,
+                        )
+                    )
+            conn.commit()
+            copy_s = time.perf_counter() - started
+        copy_rate = len(rows) / copy_s
+        print(
+            f"record_outcomes, batches of {options.batch}: {len(rows):,} rows in "
+            f"{pipeline_s:.2f} s = {pipeline_rate:,.0f} rows/s (load {pipeline_load})"
+        )
+        print(
+            f"COPY: {len(rows):,} rows in {copy_s:.2f} s = {copy_rate:,.0f} rows/s "
+            f"(load {harness.load()})"
+        )
+        print(f"ratio pipeline / COPY: {pipeline_rate / copy_rate:.2f} (goal >= 0.5)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
