@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from models.config import ConfigError, EventopsConfig, load_config
+from models.config import load_config
 from workers.cli_output import (
     EXIT_TIMEOUT,
     NotFound,
+    checked_config,
+    config_errors_exit_2,
     fail,
     print_json,
     print_table,
@@ -29,32 +29,6 @@ if __name__ == "__main__":
     import importlib
 
     importlib.import_module("workers.cli").main()
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_CONFIG = 2
-
-
-def config_errors_exit_2(command: F) -> F:
-    """A bad config or environment prints one line per problem and exits 2, no traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ConfigError as error:
-            click.echo("eventops: the configuration has problems:", err=True)
-            for line in error.problems:
-                click.echo(f"  {line}", err=True)
-            sys.exit(EXIT_CONFIG)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def checked_config() -> EventopsConfig:
-    from workers.settings import get_config
-
-    return get_config()
 
 
 def _quiet_for_json_logs(argv: list[str]) -> list[str]:

@@ -2,51 +2,19 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import sys
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from models.config import ConfigError, EventopsConfig
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def config_errors_exit_2(command: F) -> F:
-    """A bad config or environment: one line per problem, exit 2 (as workers.cli does; not
-    imported from there, which would be circular)."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ConfigError as error:
-            click.echo("eventops: the configuration has problems:", err=True)
-            for line in error.problems:
-                click.echo(f"  {line}", err=True)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def checked_config() -> EventopsConfig:
-    from workers.settings import get_config
-
-    return get_config()
+from workers.cli_output import checked_config, config_errors_exit_2, print_json
 
 
 def _me() -> str:
     return os.environ.get("USER", "cli")
-
-
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
 
 
 @click.group()
@@ -72,7 +40,7 @@ def audit_verify(anchor: bool, as_json: bool) -> None:
         with session_scope() as session:
             write_anchor(session, var_dir)
     if as_json:
-        _echo_json(report.summary())
+        print_json(report.summary())
     elif report.ok:
         click.echo(
             f"audit chain OK: {report.rows} rows, head #{report.last_id}, "
@@ -137,7 +105,7 @@ def audit_log(limit: int, action: str | None, actor: str | None, as_json: bool) 
             for r in rows
         ]
     if as_json:
-        _echo_json(data)
+        print_json(data)
         return
     for row in data:
         click.echo(
@@ -170,7 +138,7 @@ def compliance_privacy() -> None:
     from models.db import session_scope
 
     with session_scope() as session:
-        _echo_json(run_privacy_checks(session, checked_config(), _platform(), utcnow()))
+        print_json(run_privacy_checks(session, checked_config(), _platform(), utcnow()))
 
 
 @compliance.command("scan")
@@ -198,7 +166,7 @@ def compliance_scan(advisories: Path | None) -> None:
         )
         config = config.model_copy(update={"compliance": section})
     with session_scope() as session:
-        _echo_json(run_scan(session, config, utcnow()))
+        print_json(run_scan(session, config, utcnow()))
 
 
 @compliance.command("findings")
@@ -222,7 +190,7 @@ def compliance_findings(check: str | None, as_json: bool) -> None:
             for f in open_findings(session, check)
         ]
     if as_json:
-        _echo_json(rows)
+        print_json(rows)
         return
     if not rows:
         click.echo("no open findings")
@@ -256,7 +224,7 @@ def compliance_requests(as_json: bool) -> None:
         for r in requests
     ]
     if as_json:
-        _echo_json(rows)
+        print_json(rows)
         return
     if not rows:
         click.echo("no open data subject requests")

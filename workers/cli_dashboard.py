@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from models.config import ConfigError
+from workers.cli_output import config_errors_exit_2
 
 
 @click.command()
 @click.option("--port", type=int, default=8600, show_default=True)
 @click.option("--address", default="127.0.0.1", show_default=True)
+@config_errors_exit_2
 def dashboard(port: int, address: str) -> None:
     """Serve the live dashboard behind a login (EVENTOPS_DASHBOARD_USER / _PASSWORD)."""
-    try:
-        _serve(port, address)
-    except ConfigError as error:
-        # Not workers.cli's decorator: importing workers.cli here would be circular.
-        click.echo("eventops: the configuration has problems:", err=True)
-        for line in error.problems:
-            click.echo(f"  {line}", err=True)
-        sys.exit(2)
+    _serve(port, address)
 
 
 def _serve(port: int, address: str) -> None:

@@ -6,39 +6,14 @@ from the platform database (EVENTOPS_PLATFORM_DATABASE_URL).
 
 from __future__ import annotations
 
-import functools
-import json
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from models.config import ConfigError, EventopsConfig
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _config_errors_exit_2(command: F) -> F:
-    # Not workers.cli's decorator: importing workers.cli here would be circular.
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ConfigError as error:
-            click.echo("eventops: the configuration has problems:", err=True)
-            for line in error.problems:
-                click.echo(f"  {line}", err=True)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _config() -> EventopsConfig:
-    from workers.settings import get_config
-
-    return get_config()
+from models.config import ConfigError
+from workers.cli_output import checked_config, config_errors_exit_2, print_json
 
 
 def _platform_url() -> str:
@@ -71,10 +46,6 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
 @click.group()
 def insight() -> None:
     """Business KPIs, Web Vitals, funnels, adoption, feedback and A/B tests (docs/insight.md)."""
@@ -83,7 +54,7 @@ def insight() -> None:
 @insight.command("kpis")
 @click.option("--now", "compute", is_flag=True, help="Compute them now from the platform DB.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_config_errors_exit_2
+@config_errors_exit_2
 def kpis_command(compute: bool, as_json: bool) -> None:
     """Each KPI's newest value against its target (on pace, for prorated counts)."""
     from core.clock import utcnow
@@ -91,7 +62,7 @@ def kpis_command(compute: bool, as_json: bool) -> None:
     from core.insight.kpis import latest_kpis
     from models.db import session_scope
 
-    config = _config()
+    config = checked_config()
     if compute:
         summary = run_kpis(config, _platform_url(), utcnow())
         for name, reason in summary["failed"].items():
@@ -99,7 +70,7 @@ def kpis_command(compute: bool, as_json: bool) -> None:
     with session_scope() as session:
         readings = latest_kpis(session, [k.name for k in config.insight.kpis])
     if as_json:
-        _emit_json([r.as_dict() for r in readings])
+        print_json([r.as_dict() for r in readings])
         return
     if not readings:
         click.echo("No KPI values yet: the insight.kpis task runs hourly (or use --now).")
@@ -124,7 +95,7 @@ def kpis_command(compute: bool, as_json: bool) -> None:
 @insight.command("vitals")
 @click.option("--window", default=None, help="Rolling window, e.g. 1h, 24h (default: config).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_config_errors_exit_2
+@config_errors_exit_2
 def vitals_command(window: str | None, as_json: bool) -> None:
     """Web Vitals p75 per page and device against the thresholds."""
     from core.clock import utcnow
@@ -132,7 +103,7 @@ def vitals_command(window: str | None, as_json: bool) -> None:
     from models.config import parse_duration
     from models.db import session_scope
 
-    config = _config().insight.vitals
+    config = checked_config().insight.vitals
     try:
         span: timedelta = parse_duration(window) if window else config.window
     except ValueError as error:
@@ -141,7 +112,7 @@ def vitals_command(window: str | None, as_json: bool) -> None:
     with session_scope() as session:
         found = p75_by_page(session, now - span, now, dict(config.thresholds), 1)
     if as_json:
-        _emit_json([v.as_dict() for v in found])
+        print_json([v.as_dict() for v in found])
         return
     if not found:
         click.echo("No Web Vitals beacons in the window.")
@@ -168,7 +139,7 @@ def vitals_command(window: str | None, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--now", "compute", is_flag=True, help="Compute it now from the platform DB.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_config_errors_exit_2
+@config_errors_exit_2
 def funnel_command(name: str, compute: bool, as_json: bool) -> None:
     """A funnel's steps: users, conversion from step 1 and from the previous step, drop-off."""
     from core.backups.tools import Conn
@@ -177,7 +148,7 @@ def funnel_command(name: str, compute: bool, as_json: bool) -> None:
     from core.insight.kpis import hour_floor
     from models.db import session_scope
 
-    config = _config()
+    config = checked_config()
     funnel = next((f for f in config.insight.funnels if f.name == name), None)
     if funnel is None:
         known = ", ".join(f.name for f in config.insight.funnels) or "none configured"
@@ -191,7 +162,7 @@ def funnel_command(name: str, compute: bool, as_json: bool) -> None:
     with session_scope() as session:
         steps = funnels.latest_funnel(session, name)
     if as_json:
-        _emit_json([s.as_dict() for s in steps])
+        print_json([s.as_dict() for s in steps])
         return
     if not steps:
         click.echo(f"No results for {name} yet: insight.analytics runs daily (or use --now).")
@@ -220,7 +191,7 @@ def funnel_command(name: str, compute: bool, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--now", "compute", is_flag=True, help="Compute it now from the platform DB.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_config_errors_exit_2
+@config_errors_exit_2
 def experiment_command(name: str, compute: bool, as_json: bool) -> None:
     """An A/B test: conversion per variant, p-value against control, sample ratio check."""
     from core.clock import utcnow
@@ -228,7 +199,7 @@ def experiment_command(name: str, compute: bool, as_json: bool) -> None:
     from core.insight.jobs import run_experiments
     from models.db import session_scope
 
-    config = _config()
+    config = checked_config()
     experiment = next((e for e in config.insight.experiments if e.name == name), None)
     if experiment is None:
         known = ", ".join(e.name for e in config.insight.experiments) or "none configured"
@@ -253,7 +224,7 @@ def experiment_command(name: str, compute: bool, as_json: bool) -> None:
             for r in results
         ]
     if as_json:
-        _emit_json(data)
+        print_json(data)
         return
     if not data:
         click.echo(f"No results for {name} yet: insight.experiments runs hourly (or --now).")
@@ -291,7 +262,7 @@ def experiment_command(name: str, compute: bool, as_json: bool) -> None:
 @insight.command("feedback")
 @click.option("--now", "compute", is_flag=True, help="Compute it now from the platform DB.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_config_errors_exit_2
+@config_errors_exit_2
 def feedback_command(compute: bool, as_json: bool) -> None:
     """NPS, average rating and recurring themes of recent feedback."""
     from core.backups.tools import Conn
@@ -300,7 +271,7 @@ def feedback_command(compute: bool, as_json: bool) -> None:
     from core.insight.kpis import hour_floor
     from models.db import session_scope
 
-    config = _config().insight.feedback
+    config = checked_config().insight.feedback
     if compute:
         now = utcnow()
         with platform.connect(Conn.from_url(_platform_url())) as db:
@@ -324,7 +295,7 @@ def feedback_command(compute: bool, as_json: bool) -> None:
                 "themes": summary.themes,
             }
     if as_json:
-        _emit_json(data)
+        print_json(data)
         return
     if data is None:
         click.echo("No feedback summary yet: insight.analytics runs daily (or use --now).")
@@ -342,7 +313,7 @@ def feedback_command(compute: bool, as_json: bool) -> None:
 
 @insight.command("adoption")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_config_errors_exit_2
+@config_errors_exit_2
 def adoption_command(as_json: bool) -> None:
     """Share of active users who used each configured feature, computed now."""
     from core.backups.tools import Conn
@@ -350,12 +321,12 @@ def adoption_command(as_json: bool) -> None:
     from core.insight import adoption, platform
     from core.insight.kpis import hour_floor
 
-    config = _config().insight.features
+    config = checked_config().insight.features
     now = utcnow()
     with platform.connect(Conn.from_url(_platform_url())) as db:
         found = [adoption.compute_adoption(db, f, hour_floor(now)) for f in config]
     if as_json:
-        _emit_json([a.as_dict() for a in found])
+        print_json([a.as_dict() for a in found])
         return
     _table(
         ("feature", "users", "active users", "share", "target"),

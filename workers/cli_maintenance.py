@@ -3,41 +3,13 @@ maintenance reports, run now from the command line."""
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from models.config import ConfigError, EventopsConfig
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def config_errors_exit_2(command: F) -> F:
-    """As workers.cli's: a bad config prints its problems and exits 2 (importing workers.cli
-    from here would be circular, it registers this group)."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ConfigError as error:
-            click.echo("eventops: the configuration has problems:", err=True)
-            for line in error.problems:
-                click.echo(f"  {line}", err=True)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def checked_config() -> EventopsConfig:
-    from workers.settings import get_config
-
-    return get_config()
-
+from workers.cli_output import checked_config, config_errors_exit_2
 
 REPORT_KINDS = ("indexes", "queries", "vacuum")
 

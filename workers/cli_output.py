@@ -11,15 +11,23 @@ mean something (docs/operations.md, "CLI exit codes").
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 from rich.console import Console
 from rich.table import Table
+
+from models.config import ConfigError
+
+if TYPE_CHECKING:
+    from models.config import EventopsConfig
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -124,3 +132,29 @@ def waiting(message: str) -> Iterator[None]:
 def fail(message: str, code: int = EXIT_FAILED) -> None:
     click.echo(f"eventops: {message}", err=True)
     sys.exit(code)
+
+
+def config_errors_exit_2(command: F) -> F:
+    """A bad config or environment prints one line per problem and exits 2, no traceback.
+
+    Every command group uses this one (workers/cli_*.py import it from here, not from
+    workers.cli, which imports them to register their groups)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as error:
+            click.echo("eventops: the configuration has problems:", err=True)
+            for line in error.problems:
+                click.echo(f"  {line}", err=True)
+            sys.exit(EXIT_USAGE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def checked_config() -> EventopsConfig:
+    """The running config (validated once per process; a bad one raises ConfigError)."""
+    from workers.settings import get_config
+
+    return get_config()

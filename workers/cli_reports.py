@@ -4,47 +4,21 @@ beat-scheduled tasks stored."""
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from models.config import ConfigError, EventopsConfig
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _config_errors_exit_2(command: F) -> F:
-    # Not workers.cli's decorator: importing workers.cli here would be circular.
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ConfigError as error:
-            click.echo("eventops: the configuration has problems:", err=True)
-            for line in error.problems:
-                click.echo(f"  {line}", err=True)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _config() -> EventopsConfig:
-    from workers.settings import get_config
-
-    return get_config()
+from workers.cli_output import checked_config, config_errors_exit_2
 
 
 def _reports_root() -> Path:
     from core.reports.registry import reports_dir
     from workers.settings import get_settings
 
-    return reports_dir(get_settings().var_dir, _config().reports.directory)
+    return reports_dir(get_settings().var_dir, checked_config().reports.directory)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:
@@ -63,7 +37,7 @@ def reports() -> None:
 
 @reports.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per report.")
-@_config_errors_exit_2
+@config_errors_exit_2
 def reports_list(as_json: bool) -> None:
     """Reports written so far, newest first."""
     from core.reports.registry import list_reports
@@ -96,7 +70,7 @@ def reports_list(as_json: bool) -> None:
 @click.argument("name", required=False)
 @click.option("--markdown", is_flag=True, help="The Markdown file instead of the HTML.")
 @click.option("--print", "print_it", is_flag=True, help="Print the Markdown to stdout.")
-@_config_errors_exit_2
+@config_errors_exit_2
 def reports_show(name: str | None, markdown: bool, print_it: bool) -> None:
     """The path of report NAME (default: the newest), to open in a browser."""
     from core.reports.registry import get_report, list_reports
@@ -124,7 +98,7 @@ def reports_run() -> None:
 
 @reports_run.command("weekly")
 @click.option("--week", help="Any date in the week to report (default: last complete week).")
-@_config_errors_exit_2
+@config_errors_exit_2
 def reports_run_weekly(week: str | None) -> None:
     """Build the weekly performance report and print where it is."""
     from core.reports.weekly import build_weekly_report
@@ -139,13 +113,13 @@ def reports_run_weekly(week: str | None) -> None:
                 "must be a date such as 2026-11-16", param_hint="--week"
             ) from None
     with session_scope() as session:
-        report = build_weekly_report(session, _config(), _reports_root(), week_start=start)
+        report = build_weekly_report(session, checked_config(), _reports_root(), week_start=start)
     click.echo(f"{report.name}: {report.html_path}")
     click.echo(f"{' ' * len(report.name)}  {report.md_path}")
 
 
 @reports_run.command("capacity")
-@_config_errors_exit_2
+@config_errors_exit_2
 def reports_run_capacity() -> None:
     """Take a capacity snapshot of the platform database now and check the limits."""
     from tasks.reports import capacity_snapshot
@@ -155,13 +129,13 @@ def reports_run_capacity() -> None:
 
 @reports.command("capacity")
 @click.option("--json", "as_json", is_flag=True)
-@_config_errors_exit_2
+@config_errors_exit_2
 def reports_capacity(as_json: bool) -> None:
     """Forecasts of every tracked figure, days to each limit, and the scaling thresholds."""
     from core.capacity import forecasts, scaling_advice
     from models.db import session_scope
 
-    config = _config()
+    config = checked_config()
     with session_scope() as session:
         results = forecasts(session, config.capacity)
         advice = scaling_advice(session, config.capacity)
@@ -213,7 +187,7 @@ def logs() -> None:
 
 
 @logs.command("ingest")
-@_config_errors_exit_2
+@config_errors_exit_2
 def logs_ingest() -> None:
     """Read what is new in every log source now, then analyse error patterns."""
     from core.logs.ingest import ingest_all, with_paths_under
@@ -221,7 +195,7 @@ def logs_ingest() -> None:
     from models.db import session_scope
     from workers.settings import get_settings
 
-    config = _config()
+    config = checked_config()
     if not config.logs.sources:
         raise click.ClickException("no logs.sources in the config")
     sources = with_paths_under(config.logs, get_settings().var_dir)
@@ -235,13 +209,13 @@ def logs_ingest() -> None:
 @click.option("--status", type=click.Choice(["active", "resolved"]), default=None)
 @click.option("--limit", default=30, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-@_config_errors_exit_2
+@config_errors_exit_2
 def logs_patterns(status: str | None, limit: int, as_json: bool) -> None:
     """Error patterns, most recently seen first."""
     from core.logs.patterns import pattern_rows
     from models.db import session_scope
 
-    _config()
+    checked_config()
     with session_scope() as session:
         rows = pattern_rows(session, limit, status)
     if as_json:
@@ -288,20 +262,20 @@ def logs_patterns(status: str | None, limit: int, as_json: bool) -> None:
 @logs.command("resolve")
 @click.argument("fingerprint")
 @click.option("--by", default="cli", show_default=True, help="Who fixed it.")
-@_config_errors_exit_2
+@config_errors_exit_2
 def logs_resolve(fingerprint: str, by: str) -> None:
     """Mark an error pattern fixed: if it comes back, it counts as regressed."""
     from core.logs.patterns import resolve_pattern
     from models.db import session_scope
 
     with session_scope() as session:
-        if not resolve_pattern(session, fingerprint, _config(), by=by):
+        if not resolve_pattern(session, fingerprint, checked_config(), by=by):
             raise click.ClickException(f"no error pattern {fingerprint!r}")
     click.echo(f"pattern {fingerprint} resolved by {by}")
 
 
 @logs.command("files")
-@_config_errors_exit_2
+@config_errors_exit_2
 def logs_files() -> None:
     """Each log file read so far: where, how far, and its malformed lines."""
     from sqlalchemy import select
@@ -309,7 +283,7 @@ def logs_files() -> None:
     from models.db import session_scope
     from models.logs import LogFile
 
-    _config()
+    checked_config()
     with session_scope() as session:
         rows = list(session.scalars(select(LogFile).order_by(LogFile.source, LogFile.path)))
     if not rows:
@@ -336,10 +310,10 @@ def logs_files() -> None:
 
 
 @logs.command("rotate")
-@_config_errors_exit_2
+@config_errors_exit_2
 def logs_rotate() -> None:
     """Rotate, compress and prune the configured log directories now."""
     from tasks.reports import rotate_logs
 
-    _config()
+    checked_config()
     click.echo(json.dumps(rotate_logs.run(), indent=2, default=str))

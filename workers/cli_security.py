@@ -3,50 +3,18 @@ daily security event analysis, from the command line."""
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import sys
-from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from typing import Any, TypeVar
 
 import click
 
-from models.config import ConfigError, EventopsConfig, parse_duration
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def config_errors_exit_2(command: F) -> F:
-    """As workers.cli's: a bad config prints its problems and exits 2 (importing workers.cli
-    from here would be circular, it registers this group)."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ConfigError as error:
-            click.echo("eventops: the configuration has problems:", err=True)
-            for line in error.problems:
-                click.echo(f"  {line}", err=True)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _config() -> EventopsConfig:
-    from workers.settings import get_config
-
-    return get_config()
+from models.config import parse_duration
+from workers.cli_output import checked_config, config_errors_exit_2, print_json
 
 
 def _me() -> str:
     return os.environ.get("USER", "cli")
-
-
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
 
 
 @click.group()
@@ -66,7 +34,7 @@ def bans(show_all: bool, as_json: bool) -> None:
     from models.db import session_scope
     from models.security import SecurityBan
 
-    _config()
+    checked_config()
     now = utcnow()
     with session_scope() as session:
         query = select(SecurityBan).order_by(SecurityBan.banned_at.desc())
@@ -87,7 +55,7 @@ def bans(show_all: bool, as_json: bool) -> None:
             for b in session.scalars(query)
         ]
     if as_json:
-        _echo_json(rows)
+        print_json(rows)
         return
     if not rows:
         click.echo("no active bans" if not show_all else "no bans")
@@ -117,7 +85,7 @@ def findings(since: str, detector: str | None, severity: str | None, as_json: bo
         back = parse_duration(since)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--since") from None
-    _config()
+    checked_config()
     with session_scope() as session:
         query = (
             select(SecurityFinding)
@@ -145,7 +113,7 @@ def findings(since: str, detector: str | None, severity: str | None, as_json: bo
             for f in rows
         ]
     if as_json:
-        _echo_json(data)
+        print_json(data)
         return
     if not data:
         click.echo("no findings")
@@ -174,7 +142,7 @@ def run(detector: str, since: str | None) -> None:
     from models.db import session_scope
     from tasks.security import _platform
 
-    config = _config()
+    config = checked_config()
     now = utcnow()
     known = runner.detectors(config)
     if detector != "all" and detector not in known:
@@ -196,7 +164,7 @@ def run(detector: str, since: str | None) -> None:
     else:
         with session_scope() as session:
             summary = runner.run_detector(session, config, detector, now, since=start)
-    _echo_json(summary)
+    print_json(summary)
 
 
 @security.command("unban")
@@ -210,7 +178,7 @@ def unban(value: str, kind: str) -> None:
     from core.security.runner import unban as lift
     from models.db import session_scope
 
-    config = _config()
+    config = checked_config()
     with session_scope() as session:
         lifted = lift(session, config, value, kind, _me(), utcnow())
         if lifted:
@@ -230,7 +198,7 @@ def report(day: str | None) -> None:
     from core.security.daily import daily_analysis, previous_local_day
     from models.db import session_scope
 
-    config = _config()
+    config = checked_config()
     now = utcnow()
     try:
         which = date.fromisoformat(day) if day else previous_local_day(now, config.timezone)
@@ -251,7 +219,7 @@ def sources(as_json: bool) -> None:
     from models.db import session_scope
     from models.security import SecurityDetectorState
 
-    config = _config()
+    config = checked_config()
     with session_scope() as session:
         rows = {s.name: s for s in session.scalars(select(SecurityDetectorState))}
         data = []
@@ -273,7 +241,7 @@ def sources(as_json: bool) -> None:
             if name.startswith("detector:"):
                 data.append({"name": name, "cursor": state.cursor, "updated_at": state.updated_at})
     if as_json:
-        _echo_json(data)
+        print_json(data)
         return
     stale_after = timedelta(minutes=10)
     from core.clock import utcnow
