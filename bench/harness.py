@@ -309,9 +309,10 @@ def bench_env(database_url: str, broker_url: str, config: Path, workdir: Path) -
 
 
 def migrate(env: dict[str, str]) -> str:
-    return subprocess.run(
-        eventops("migrate"), env=env, cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout.strip()
+    done = subprocess.run(eventops("migrate"), env=env, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"eventops migrate failed:\n{done.stdout}{done.stderr}")
+    return done.stdout.strip()
 
 
 @contextlib.contextmanager
