@@ -286,6 +286,18 @@ def _roll(
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+def queue_rerolls(session: Session, keys: Iterable[tuple[int, datetime]]) -> int:
+    """Queue the minutes of these (check id, slot) pairs for a re-roll (idempotent)."""
+    minutes = sorted({(check_id, floor_minute(slot)) for check_id, slot in keys})
+    if minutes:
+        session.execute(
+            insert(RollupDirty)
+            .values([{"check_id": c, "bucket": b} for c, b in minutes])
+            .on_conflict_do_nothing()
+        )
+    return len(minutes)
+
+
 def note_late_outcomes(
     session: Session,
     keys: Iterable[tuple[int, datetime]],
@@ -300,15 +312,7 @@ def note_late_outcomes(
     run on a clock slightly ahead of this one. Writes nothing in the normal case."""
     settle = timedelta(minutes=config.retention.settle_minutes)
     cutoff = floor_minute(now - settle) + MINUTE
-    late = {(check_id, floor_minute(slot)) for check_id, slot in keys if slot < cutoff}
-    if not late:
-        return 0
-    session.execute(
-        insert(RollupDirty)
-        .values([{"check_id": c, "bucket": b} for c, b in sorted(late)])
-        .on_conflict_do_nothing()
-    )
-    return len(late)
+    return queue_rerolls(session, [(c, slot) for c, slot in keys if slot < cutoff])
 
 
 def run_rollup(

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from core.clock import utcnow
 from core.probing import Reason
+from core.rollups import queue_rerolls
 from models.config import EventopsConfig
 from models.db import affected
 from models.tables import Check, Outcome
@@ -163,6 +164,8 @@ def record_missed(session: Session, slots: list[DueSlot], now: datetime) -> None
         )
         .on_conflict_do_nothing(constraint="uq_outcomes_check_slot")
     )
+    # Written minutes after their slot: the slot's minute may be rolled up already.
+    queue_rerolls(session, [(s.check_id, s.slot) for s in slots])
     for s in slots:
         session.execute(
             update(Check)

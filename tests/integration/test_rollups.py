@@ -281,3 +281,24 @@ def test_histogram_percentiles_stay_within_five_percent() -> None:
         exact = nearest_rank(latencies, q)
         estimate = figures.percentile(q)
         assert estimate is not None and abs(estimate - exact) <= 0.05 * exact
+
+
+def test_a_slot_the_dispatcher_gives_up_on_re_rolls_its_minute_as_missed(clean_db: str) -> None:
+    from core.schedule import DueSlot, record_missed
+
+    check_id = two_checks()[0]
+    outcomes_every_15s([check_id], T0, hours=0.25)
+    with session_scope() as session:
+        session.execute(text("DELETE FROM outcomes WHERE slot = :slot"), {"slot": T0})
+    now = T0 + timedelta(minutes=20)
+    roll(now)
+    with session_scope() as session:
+        before = session.get(OutcomeRollupMinute, (check_id, T0))
+        assert before is not None
+        counts = (before.up + before.down, before.missed)
+        record_missed(session, [DueSlot(check_id, T0, 4)], now)
+    roll(now)
+    with session_scope() as session:
+        after = session.get(OutcomeRollupMinute, (check_id, T0))
+        assert after is not None
+        assert (after.up + after.down, after.missed) == (counts[0], counts[1] + 1)
