@@ -302,3 +302,17 @@ def test_a_slot_the_dispatcher_gives_up_on_re_rolls_its_minute_as_missed(clean_d
         after = session.get(OutcomeRollupMinute, (check_id, T0))
         assert after is not None
         assert (after.up + after.down, after.missed) == (counts[0], counts[1] + 1)
+
+
+def test_a_second_rollup_while_one_runs_skips_and_the_first_one_counts(clean_db: str) -> None:
+    """Two beats, or a redelivery while the first run is still going: the advisory lock lets
+    one run work; the other returns at once and writes nothing."""
+    check_ids = two_checks()
+    outcomes_every_15s(check_ids, T0, hours=1)
+    now = T0 + timedelta(hours=1, minutes=5)
+    with session_scope() as first:
+        summary = run_rollup(first, RETENTION, now=now)
+        with session_scope() as second:
+            assert run_rollup(second, RETENTION, now=now) == {"busy": True}
+    assert summary["minutes"] == 2 * 60
+    assert len(rollup_rows(OutcomeRollupMinute)) == 2 * 60
