@@ -322,7 +322,9 @@ def _adapt_rollup_points(raw: Any, since: datetime, until: datetime) -> list[dic
     bucket = bucket_for(until - since)
     merged: dict[datetime, dict[str, Any]] = {}
     for row in raw:
-        at: datetime = row["bucket"]
+        # core.rollups.series gives ISO strings (JSON-ready for the reports too).
+        at = row["bucket"]
+        at = datetime.fromisoformat(at) if isinstance(at, str) else at
         key = since + ((at - since) // bucket) * bucket if at >= since else since
         up, down = int(row["up"]), int(row["down"])
         point = merged.setdefault(key, {"sum": 0.0, "n": 0, "max": None, "up": 0, "total": 0})

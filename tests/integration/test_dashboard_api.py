@@ -249,6 +249,7 @@ def test_the_check_list_shows_states_heartbeats_uptime_and_the_chart_from_outcom
         assert series["source"] == "outcomes"
         # A day's chart reads the rollups (the not-yet-rolled edge from raw outcomes).
         day = client.get(f"/api/checks/{ids['supabase']}/series?window=24h").json()
+        assert day["source"] == "rollups (minute)", day["source"]
         assert sum(p["total"] for p in day["points"]) == 10
         assert sum(p["up"] for p in day["points"]) == 7
         assert len(day["points"]) <= 120
