@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from core.migrate import not_an_outcome_partition
 from models.tables import Base
 
 config = context.config
@@ -25,7 +26,11 @@ def database_url() -> str:
 def run_migrations_online() -> None:
     engine = create_engine(database_url(), poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=Base.metadata)
+        context.configure(
+            connection=connection,
+            target_metadata=Base.metadata,
+            include_object=not_an_outcome_partition,
+        )
         with context.begin_transaction():
             # Two processes migrating at once (two compose replicas) wait for each other.
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7341001)")
