@@ -13,10 +13,10 @@ from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from core.incidents import Problem, add_event, raise_problem
+from core.incidents import PAGING_KINDS, Problem, add_event, queue_opening, raise_problem
 from models.config import EventopsConfig
 from models.security import SecurityBaseline, SecurityDetectorState, SecurityFinding
-from models.tables import Incident
+from models.tables import Escalation, Incident
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
@@ -119,7 +119,35 @@ def raise_incident(
         )
         assert incident_id is not None
         add_event(session, incident_id, now, "finding", detail=finding.summary)
+        raise_severity(session, incident_id, finding.severity, config, now)
     return incident_id
+
+
+def raise_severity(
+    session: Session, incident_id: int, severity: str, config: EventopsConfig, now: datetime
+) -> None:
+    """A finding more severe than the open incident it joins raises the incident to its
+    severity, and an open (unacknowledged) one is paged again under the higher policy: a
+    scanner's info incident must not swallow the critical injection that follows it."""
+    incident = session.get(Incident, incident_id, with_for_update=True)
+    if incident is None or SEVERITY_RANK[severity] <= SEVERITY_RANK.get(incident.severity, 0):
+        return
+    was = incident.severity
+    incident.severity = severity
+    incident.labels = {**incident.labels, "severity": severity}
+    add_event(session, incident_id, now, "promoted", detail=f"{was} -> {severity}: a new finding")
+    if incident.status != "open":
+        return  # acknowledged: the people on it see the event; nothing more to page
+    session.execute(
+        update(Escalation)
+        .where(
+            Escalation.incident_id == incident_id,
+            Escalation.state == "pending",
+            Escalation.kind.in_(PAGING_KINDS),
+        )
+        .values(state="cancelled")
+    )
+    queue_opening(session, incident, config, now, kind="promoted")
 
 
 def incident_event(

@@ -372,6 +372,36 @@ def test_an_injection_the_platform_answered_2xx_is_critical(clean_db: str, tmp_p
     assert by_subject["ip:203.0.113.51"].kind == "xss"
 
 
+def test_a_critical_finding_raises_the_open_incident_it_joins_and_pages(
+    clean_db: str, tmp_path: Path
+) -> None:
+    """A recon probe opens a warning incident for the IP; the injection the platform answered
+    2xx in the next bucket joins it: the incident becomes critical, paged under that policy."""
+    from models.tables import Escalation
+
+    config = jail_config(tmp_path)
+    ip = "203.0.113.60"
+    write(tmp_path / "api.jsonl", [request(T0, ip, "/.env", 404)])
+    run(config, "signatures", T0 + timedelta(hours=2), T0 - timedelta(hours=1))
+    assert [f.severity for f in all_findings()] == ["warning"]
+    later = T0 + timedelta(hours=1, minutes=30)  # the next (hour) bucket
+    write(tmp_path / "api.jsonl", [request(later, ip, "/api/search?q=%27%20OR%201%3D1--", 200)])
+    run(config, "signatures", T0 + timedelta(hours=3), T0 + timedelta(hours=1))
+    assert [f.severity for f in all_findings()] == ["warning", "critical"]
+    with session_scope() as session:
+        (incident,) = session.scalars(select(Incident))
+        assert incident.severity == "critical"
+        assert incident.labels["severity"] == "critical"
+        kinds = set(
+            session.scalars(select(Escalation.kind).where(Escalation.incident_id == incident.id))
+        )
+        assert "promoted" in kinds
+        events = session.scalars(
+            select(IncidentEvent.kind).where(IncidentEvent.incident_id == incident.id)
+        ).all()
+        assert "promoted" in events
+
+
 def test_a_source_still_behind_holds_the_detectors_back_until_its_events_are_in(
     clean_db: str, tmp_path: Path
 ) -> None:
