@@ -34,5 +34,19 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Performance benchmarks (issue 9; bench/RESULTS.md says what each measures):
+# `make bench BENCH=p1` ... `make bench BENCH=p5`, or `make bench-p1`. BENCH_ARGS passes
+# options through, e.g. `make bench-p5 BENCH_ARGS="--minutes 2"`.
+BENCH_MODULE_p1 := bench.probe_bench
+BENCH_MODULE_p2 := bench.alert_latency_bench
+BENCH_MODULE_p3 := bench.write_path_bench
+BENCH_MODULE_p4 := bench.scale_bench
+BENCH_MODULE_p5 := bench.memory_bench
+.PHONY: bench bench-p1 bench-p2 bench-p3 bench-p4 bench-p5
+bench: $(STAMP)
+	$(BIN)/python -m $(BENCH_MODULE_$(BENCH)) $(BENCH_ARGS)
+bench-p1 bench-p2 bench-p3 bench-p4 bench-p5: $(STAMP)
+	$(BIN)/python -m $(BENCH_MODULE_$(subst bench-,,$@)) $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
