@@ -22,14 +22,6 @@ from workers.cli_output import (
     waiting,
 )
 
-if __name__ == "__main__":
-    # `python -m workers.cli`: run the importable module instead of this __main__ copy, whose
-    # `workers.cli_*` imports at the bottom would import workers.cli a second time and find
-    # their own module half-initialized (ImportError).
-    import importlib
-
-    importlib.import_module("workers.cli").main()
-
 
 def _quiet_for_json_logs(argv: list[str]) -> list[str]:
     """Celery's start-up banner is not JSON: leave it out when the logs are."""

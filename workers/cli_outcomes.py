@@ -3,33 +3,12 @@ the performance reviews, inspected or run here and now."""
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
 
 import click
 
-from models.config import ConfigError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _config_errors_exit_2(command: F) -> F:
-    # Not workers.cli's decorator: importing workers.cli here would be circular.
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ConfigError as error:
-            click.echo("eventops: the configuration has problems:", err=True)
-            for line in error.problems:
-                click.echo(f"  {line}", err=True)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
+from workers.cli_output import config_errors_exit_2, print_json
 
 
 @click.group()
@@ -39,7 +18,7 @@ def outcomes() -> None:
 
 @outcomes.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_config_errors_exit_2
+@config_errors_exit_2
 def status(as_json: bool) -> None:
     """Partitions, the default partition, rollup watermarks and late minutes waiting."""
     from sqlalchemy import text
@@ -75,7 +54,7 @@ def status(as_json: bool) -> None:
 
 
 @outcomes.command("maintain")
-@_config_errors_exit_2
+@config_errors_exit_2
 def maintain_now() -> None:
     """Create partitions ahead, drop those past retention once rolled up, trim rollups
     (what the hourly maintenance.partitions task does)."""
@@ -85,11 +64,11 @@ def maintain_now() -> None:
 
     with session_scope() as session:
         summary = maintain(session, get_config().retention)
-    click.echo(json.dumps(summary, indent=2, default=str))
+    print_json(summary)
 
 
 @outcomes.command("rollup")
-@_config_errors_exit_2
+@config_errors_exit_2
 def rollup_now() -> None:
     """Roll outcomes up to now minus the settle delay (one run: at most 12 hours)."""
     from core.rollups import run_rollup
@@ -98,7 +77,7 @@ def rollup_now() -> None:
 
     with session_scope() as session:
         summary = run_rollup(session, get_config().retention)
-    click.echo(json.dumps(summary, indent=2, default=str))
+    print_json(summary)
 
 
 @outcomes.command("review")
@@ -111,7 +90,7 @@ def rollup_now() -> None:
     default=None,
     help="First day of the period (UTC); default: the last complete day or ISO week.",
 )
-@_config_errors_exit_2
+@config_errors_exit_2
 def review(period: str, start: datetime | None) -> None:
     """Write the performance review of a day or a week and print it (Markdown)."""
     from core.performance_review import performance_review
