@@ -264,26 +264,36 @@ def _broken_link(
     )
 
 
-def read_file_anchors(var_dir: Path | None) -> list[Anchor]:
+def read_file_anchors(var_dir: Path | None, unreadable: list[str] | None = None) -> list[Anchor]:
+    """The file's anchors. A line that is not an anchor (torn by a crash mid-write, or
+    damaged) is skipped and described in `unreadable`: verification still holds the chain
+    to every other anchor instead of failing on the file."""
     if var_dir is None:
         return []
     path = var_dir / ANCHOR_FILE
     if not path.exists():
         return []
     anchors = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines()):
         if not line.strip():
             continue
-        data = json.loads(line)
-        anchors.append(
-            Anchor(
+        try:
+            data = json.loads(line)
+            anchor = Anchor(
                 at=datetime.fromisoformat(data["at"]),
                 last_id=int(data["last_id"]),
                 last_hash=str(data["last_hash"]),
                 rows=int(data["rows"]),
                 source="file",
             )
-        )
+            if anchor.at.tzinfo is None:
+                raise ValueError("its time has no time zone")
+        except (ValueError, KeyError, TypeError) as error:
+            if unreadable is not None:
+                reason = f"{type(error).__name__}: {error}"[:200]
+                unreadable.append(f"{path} line {number + 1} is not an anchor ({reason})")
+            continue
+        anchors.append(anchor)
     return anchors
 
 
@@ -327,7 +337,8 @@ def verify_chain(session: Session, var_dir: Path | None = None, batch: int = 500
     rows = 0
     previous: tuple[int, str] | None = None
     seen_hash: dict[int, str] = {}
-    anchors = [*_table_anchors(session), *read_file_anchors(var_dir)]
+    unreadable: list[str] = []
+    anchors = [*_table_anchors(session), *read_file_anchors(var_dir, unreadable)]
     seal = latest_seal(session)
     query = _ROWS
     if seal is not None:
@@ -368,7 +379,11 @@ def verify_chain(session: Session, var_dir: Path | None = None, batch: int = 500
             seen_hash[row.id] = row.hash
         previous = (row.id, row.hash)
     report = ChainReport(
-        True, rows, previous[0] if previous else None, previous[1] if previous else None
+        True,
+        rows,
+        previous[0] if previous else None,
+        previous[1] if previous else None,
+        notes=unreadable,
     )
     last_id = previous[0] if previous else 0
     for anchor in sorted(anchors, key=lambda a: a.last_id):
@@ -470,8 +485,10 @@ def anchor(session: Session, var_dir: Path | None, now: datetime | None = None) 
         line = json.dumps(
             {"at": now.isoformat(), "last_id": head.id, "last_hash": head.hash, "rows": count}
         )
-        with path.open("a", encoding="utf-8") as out:
-            out.write(line + "\n")
+        with path.open("a+", encoding="utf-8") as out:
+            # After a torn last line (a crash mid-write), start a fresh one.
+            torn = out.tell() > 0 and not path.read_bytes().endswith(b"\n")
+            out.write(("\n" if torn else "") + line + "\n")
     return Anchor(now, head.id, head.hash, count, "table")
 
 

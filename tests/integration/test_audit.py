@@ -129,6 +129,30 @@ def test_deleting_the_newest_rows_is_caught_by_the_anchor_file(
     assert (report.ok, report.first_bad_id, report.tampering) == (False, 4, "deleted")
 
 
+def test_a_torn_anchor_file_line_is_noted_and_the_other_anchors_still_hold(
+    clean_db: str, tmp_path: Path
+) -> None:
+    """A crash mid-append leaves half a line: verification notes it instead of failing with
+    a JSONDecodeError every hour, the next anchor starts on a line of its own, and the good
+    anchors still catch a cut tail."""
+    write_rows(3)
+    with session_scope() as session:
+        anchor(session, tmp_path, T0)
+    anchor_file = tmp_path / "audit" / "anchors.jsonl"
+    with anchor_file.open("a", encoding="utf-8") as out:
+        out.write('{"at": "2026-11-27T09:0')  # torn
+    write_rows(2)
+    with session_scope() as session:
+        assert anchor(session, tmp_path, T0 + timedelta(hours=1)) is not None
+    report = verify(tmp_path)
+    assert report.ok and report.anchors_checked == 4  # two in the table, two in the file
+    assert len(report.notes) == 1 and "line 2 is not an anchor" in report.notes[0]
+    tamper("DELETE FROM audit_log WHERE id >= 5")
+    tamper("DELETE FROM audit_anchors")
+    report = verify(tmp_path)
+    assert (report.ok, report.first_bad_id, report.tampering) == (False, 5, "deleted")
+
+
 def test_a_rewritten_chain_is_caught_by_an_older_anchor(clean_db: str, tmp_path: Path) -> None:
     write_rows(3)
     with session_scope() as session:
