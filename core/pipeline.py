@@ -117,25 +117,26 @@ def record_outcomes(
     summary = PipelineSummary()
     if not results:
         return summary
+    # Parameters as a list (executemany, SQLAlchemy's "insertmanyvalues"), not .values([...]):
+    # one cached statement instead of compiling a 100-row VALUES each batch (3x less CPU per
+    # row, bench P3).
     inserted = session.execute(
         insert(Outcome)
-        .values(
-            [
-                {
-                    "check_id": r.check_id,
-                    "slot": r.slot,
-                    "observed_at": r.observed_at,
-                    "status": r.status,
-                    "latency_ms": r.latency_ms,
-                    "http_status": r.http_status,
-                    "reason": r.reason,
-                    "detail": r.detail,
-                }
-                for r in results
-            ]
-        )
         .on_conflict_do_nothing(constraint="uq_outcomes_check_slot")
-        .returning(Outcome.check_id, Outcome.slot)
+        .returning(Outcome.check_id, Outcome.slot),
+        [
+            {
+                "check_id": r.check_id,
+                "slot": r.slot,
+                "observed_at": r.observed_at,
+                "status": r.status,
+                "latency_ms": r.latency_ms,
+                "http_status": r.http_status,
+                "reason": r.reason,
+                "detail": r.detail,
+            }
+            for r in results
+        ],
     ).all()
     fresh_keys = {(row.check_id, row.slot) for row in inserted}
     summary.written = len(fresh_keys)
