@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.scale_bench [--checks 100000] [--beats 5] [--repeat 20]
 
 A scratch database on the local Postgres and a private Redis. Inserts N checks (interval
-60 s, due times spread evenly over the minute, 1 in 100 down, 50 groups) and --beats
+60 s, 1 in 100 down, 50 groups) and --beats
 outcomes per check (the dashboard's heartbeat strip), then times:
 - the dispatch tick `probes.dispatch_due` (claim the due slots with FOR UPDATE SKIP LOCKED
   and send one probes.run_batch message per batch to Redis), run in this process: a steady
@@ -98,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         with db.get_engine().begin() as conn:
             conn.execute(text("ANALYZE outcomes"))
         with db.get_engine().begin() as conn:
-            # Due times spread over the minute from now: those in the last 2 s are due.
+            # A steady tick: beat ticks every 2 s and intervals are 60 s, so 1 in 30 is due
+            # (the others later in the minute; an hour here, so none turns due meanwhile).
             conn.execute(
                 text(
-                    "UPDATE checks SET next_due_at = clock_timestamp() - interval '2 seconds' "
-                    "+ (id % 60000) * interval '1 ms'"
+                    "UPDATE checks SET next_due_at = CASE WHEN id % 30 = 0 "
+                    "THEN now() - interval '1 second' ELSE now() + interval '1 hour' END"
                 )
             )
         with db.get_engine().begin() as conn:
