@@ -121,15 +121,16 @@ def detect(
         if r.scanner:
             entry["scanner_requests"] += 1
             entry["agents"].add(r.user_agent)
-        if hit and 200 <= r.status < 300:
+        # Only an attack answered 2xx counts: a recon path (/wp-admin) answered 200 is most
+        # often a single-page app's catch-all route, not a success.
+        if any(name in ATTACKS for name in hit) and 200 <= r.status < 300:
             entry["succeeded"] += 1
         if len(entry["samples"]) < 10:
             entry["samples"].append({"path": r.path, "status": r.status, "signatures": hit})
     findings: list[Finding] = []
     for (subject, bucket), e in per_ip.items():
         sigs_hit: dict[str, int] = e["signatures"]
-        attacks = [name for name in sigs_hit if name in ATTACKS]
-        if attacks and e["succeeded"]:
+        if e["succeeded"]:
             severity = "critical"  # an attack request the platform answered with success
         elif sigs_hit:
             severity = "warning"

@@ -372,6 +372,23 @@ def test_an_injection_the_platform_answered_2xx_is_critical(clean_db: str, tmp_p
     assert by_subject["ip:203.0.113.51"].kind == "xss"
 
 
+def test_a_refused_injection_next_to_a_catch_all_200_is_not_critical(
+    clean_db: str, tmp_path: Path
+) -> None:
+    """The platform refused the injection (403); its single-page app answered the recon path
+    200. No attack succeeded: a warning, not a critical page."""
+    config = jail_config(tmp_path)
+    ip = "203.0.113.61"
+    write(tmp_path / "api.jsonl", [
+        request(T0, ip, "/api/search?q=%27%20OR%201%3D1--", 403),
+        request(T0 + timedelta(seconds=1), ip, "/wp-admin/", 200),
+    ])  # fmt: skip
+    run(config, "signatures", T0 + timedelta(hours=2), T0 - timedelta(hours=1))
+    (finding,) = all_findings()
+    assert finding.severity == "warning"
+    assert finding.evidence["succeeded"] == 0
+
+
 def test_a_critical_finding_raises_the_open_incident_it_joins_and_pages(
     clean_db: str, tmp_path: Path
 ) -> None:
