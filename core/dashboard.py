@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, case, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Integer
@@ -62,9 +63,18 @@ def _optional(module: str, name: str) -> Callable[..., Any] | None:
     return found if callable(found) else None
 
 
-def _prefix_end(prefix: str) -> str:
-    """The smallest string greater than every string starting with `prefix` (in byte order)."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+def _prefix_end(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with `prefix` (in byte order);
+    None when there is none (the prefix is all U+10FFFF, the last code point)."""
+    stem = prefix.rstrip(chr(sys.maxunicode))
+    return stem[:-1] + chr(ord(stem[-1]) + 1) if stem else None
+
+
+def _text_param(name: str, value: str) -> str:
+    """Postgres text cannot hold NUL: refuse it here as a bad parameter, not a server error."""
+    if "\x00" in value:
+        raise DashboardQueryError(f"{name}: must not contain a NUL character")
+    return value
 
 
 def _filters(
@@ -82,12 +92,15 @@ def _filters(
             params["state"] = state
     if group:
         where.append("c.group_name = :group")
-        params["group"] = group
+        params["group"] = _text_param("group", group)
     if name_prefix:
         # A range on the C-collated name: the same index serves the prefix and the order.
-        where.append('c.name COLLATE "C" >= :prefix AND c.name COLLATE "C" < :prefix_end')
-        params["prefix"] = name_prefix
-        params["prefix_end"] = _prefix_end(name_prefix)
+        where.append('c.name COLLATE "C" >= :prefix')
+        params["prefix"] = _text_param("q", name_prefix)
+        prefix_end = _prefix_end(name_prefix)
+        if prefix_end is not None:
+            where.append('c.name COLLATE "C" < :prefix_end')
+            params["prefix_end"] = prefix_end
     return where, params
 
 
@@ -156,7 +169,7 @@ def _page_query(
     where, params = _filters(state=state, group=group, name_prefix=name_prefix)
     if after:
         where.append('c.name COLLATE "C" > :after')
-        params["after"] = after
+        params["after"] = _text_param("after", after)
     params["limit"] = limit + 1
     params["beats"] = BEATS
     sql = f"""
@@ -391,12 +404,17 @@ def open_incidents(session: Session, limit: int = 100) -> dict[str, Any]:
         select(Incident, Check.name)
         .outerjoin(Check, Check.id == Incident.check_id)
         .where(Incident.status != "resolved")
-        .order_by(Incident.status.desc(), Incident.opened_at.desc())
+        # 'open' before 'acknowledged', then critical first, newest first, in SQL: sorting
+        # after the LIMIT let a storm of newer warnings push an older critical off the list.
+        .order_by(
+            (Incident.status != "open"),
+            case(SEVERITY_RANK, value=Incident.severity, else_=len(SEVERITY_RANK)),
+            Incident.opened_at.desc(),
+            Incident.id.desc(),
+        )
         .limit(limit)
     ).all()
     items = [_incident(incident, check_name) for incident, check_name in rows]
-    # 'open' before 'acknowledged', then critical first, newest first (stable sort).
-    items.sort(key=lambda i: (i["status"] != "open", SEVERITY_RANK.get(i["severity"], 9)))
     return {"total": total or 0, "items": items}
 
 
