@@ -366,7 +366,9 @@ class _Handler(BaseHTTPRequestHandler):
         return {service: fault.as_dict() for service, fault in self.platform.faults.items()}
 
     def _set_fault(self, service: str, body: bytes) -> None:
-        from_form = self._is_form()
+        # `curl -d '{"mode": "ok"}'` (the README's command) labels JSON as a form: a body
+        # that is a JSON object is read as JSON whatever its Content-Type says.
+        from_form = self._is_form() and not body.lstrip().startswith(b"{")
         try:
             request = self._parse_fault_request(body, from_form)
             fault = self.platform.set_fault(service, request["mode"], request.get("delay"))

@@ -145,6 +145,23 @@ def test_fault_form_from_the_index_page_switches_and_redirects(client: httpx.Cli
     assert client.get("/api/health/supabase").status_code == 503
 
 
+def test_json_sent_as_curl_d_sends_it_a_form_content_type_still_switches(
+    client: httpx.Client,
+) -> None:
+    # The README's and the banner's `curl -X POST .../faults/supabase -d '{"mode": "ok"}'`:
+    # curl labels the body application/x-www-form-urlencoded.
+    client.post("/faults/supabase", json={"mode": "fail"}).raise_for_status()
+    response = client.post(
+        "/faults/supabase",
+        content=b'{"mode": "ok"}',
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["mode"] == "ok"
+    assert client.get("/api/health/supabase").status_code == 200
+
+
 @pytest.mark.parametrize(
     ("path", "body", "named"),
     [
