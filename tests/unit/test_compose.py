@@ -168,6 +168,14 @@ def test_workers_have_distinct_node_names(services: dict[str, dict[str, Any]]) -
     assert len(set(names)) == len(names)
 
 
+def test_worker_node_names_survive_a_redeploy(services: dict[str, dict[str, Any]]) -> None:
+    # `%h` is the container's hostname: without a fixed one it is the container id, so a
+    # recreated container reports under a new name and the old one pages as missing.
+    hostnames = [svc.get("hostname") for svc in worker_services(services).values()]
+    assert None not in hostnames
+    assert len(set(hostnames)) == len(hostnames)
+
+
 def test_workers_get_init_and_time_for_a_warm_shutdown(
     services: dict[str, dict[str, Any]],
 ) -> None:
