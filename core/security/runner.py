@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from core.backups.tools import Conn
@@ -121,8 +121,7 @@ def tick(
             continue
         with session_factory() as session:
             summary[name] = run_detector(session, config, name, now, cap=cap)
-    with session_factory() as session:
-        summary["webhooks"] = deliver_webhooks(session, config)
+    summary["webhooks"] = deliver_webhooks(session_factory, config)
     with session_factory() as session:
         summary["pruned"] = prune(session, now - security.keep_events)
     return summary
@@ -158,38 +157,71 @@ def ban_payload(ban: SecurityBan, event: str) -> dict[str, Any]:
     return payload
 
 
-def deliver_webhooks(session: Session, config: EventopsConfig, limit: int = 50) -> dict[str, int]:
+# pg_try_advisory_lock key of ban webhook delivery ("BANW" in ASCII).
+WEBHOOK_LOCK = 0x42414E57
+
+
+def deliver_webhooks(
+    session_factory: Callable[[], Any], config: EventopsConfig, limit: int = 50
+) -> dict[str, int]:
     """POST each pending ban to the webhook; a failure stays pending for the next tick, up to
-    WEBHOOK_ATTEMPTS. Rows are claimed with SKIP LOCKED so two ticks never send one twice."""
+    WEBHOOK_ATTEMPTS.
+
+    No transaction stays open while the webhook answers (up to 5 s a ban): pending bans are
+    read in one short transaction and their outcomes written in another. Two ticks never
+    deliver at once: a session-level advisory lock, held on a connection outside any
+    transaction, lets one in and the other skips (Postgres drops the lock if the process
+    dies, and undelivered bans stay pending)."""
     url = config.security.failed_logins.webhook_url
     if url is None:
         return {}
-    pending = list(
-        session.scalars(
+    with session_factory() as session:
+        engine = session.get_bind()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock:
+        if not lock.scalar(select(func.pg_try_advisory_lock(WEBHOOK_LOCK))):
+            return {"skipped": 1}
+        try:
+            return _deliver(session_factory, url, limit)
+        finally:
+            lock.scalar(select(func.pg_advisory_unlock(WEBHOOK_LOCK)))
+
+
+def _deliver(session_factory: Callable[[], Any], url: str, limit: int) -> dict[str, int]:
+    pending: list[tuple[int, str, dict[str, Any]]] = []
+    with session_factory() as session:
+        for ban in session.scalars(
             select(SecurityBan)
             .where(SecurityBan.webhook_state == "pending")
             .order_by(SecurityBan.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    )
-    sent = failed = 0
-    with httpx.Client(timeout=5.0) as client:
-        for ban in pending:
-            ban.webhook_attempts += 1
+        ):
             event = "unban" if ban.lifted_at is not None else "ban"
+            pending.append((ban.id, event, ban_payload(ban, event)))
+    outcomes: list[tuple[int, str, bool]] = []
+    with httpx.Client(timeout=5.0) as client:
+        for ban_id, event, payload in pending:
             try:
-                response = client.post(url, json=ban_payload(ban, event))
-                response.raise_for_status()
+                client.post(url, json=payload).raise_for_status()
             except httpx.HTTPError as error:
-                log.warning("ban webhook for ban %s failed: %s", ban.id, type(error).__name__)
-                failed += 1
-                if ban.webhook_attempts >= WEBHOOK_ATTEMPTS:
-                    ban.webhook_state = "failed"
+                log.warning("ban webhook for ban %s failed: %s", ban_id, type(error).__name__)
+                outcomes.append((ban_id, event, False))
                 continue
-            ban.webhook_state = "sent"
-            sent += 1
-    return {"sent": sent, "failed": failed}
+            outcomes.append((ban_id, event, True))
+    with session_factory() as session:
+        for ban_id, event, ok in outcomes:
+            still = [SecurityBan.id == ban_id, SecurityBan.webhook_state == "pending"]
+            if event == "ban":
+                # Lifted while its ban was in flight: the unban is now pending; leave it so.
+                still.append(SecurityBan.lifted_at.is_(None))
+            attempts = SecurityBan.webhook_attempts + 1
+            state = case((attempts >= WEBHOOK_ATTEMPTS, "failed"), else_="pending")
+            session.execute(
+                update(SecurityBan)
+                .where(*still)
+                .values(webhook_attempts=attempts, webhook_state="sent" if ok else state)
+            )
+    sent = sum(1 for _, _, ok in outcomes if ok)
+    return {"sent": sent, "failed": len(outcomes) - sent}
 
 
 def unban(

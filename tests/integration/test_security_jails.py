@@ -168,16 +168,13 @@ def test_ban_webhook_gets_the_ban_and_the_unban(clean_db: str, tmp_path: Path) -
         receiver.failures_left = 1  # the first delivery fails and is retried on the next tick
         write(tmp_path / "auth.jsonl", burst(T0, "203.0.113.4"))
         run(config, "failed_logins", T0 + timedelta(hours=1), T0 - timedelta(minutes=1))
-        with session_scope() as session:
-            assert runner.deliver_webhooks(session, config) == {"sent": 0, "failed": 1}
-        with session_scope() as session:
-            assert runner.deliver_webhooks(session, config) == {"sent": 1, "failed": 0}
+        assert runner.deliver_webhooks(session_scope, config) == {"sent": 0, "failed": 1}
+        assert runner.deliver_webhooks(session_scope, config) == {"sent": 1, "failed": 0}
         with session_scope() as session:
             lifted = runner.unban(
                 session, config, "203.0.113.4", "ip", "alice", T0 + timedelta(minutes=5)
             )
-        with session_scope() as session:
-            assert runner.deliver_webhooks(session, config) == {"sent": 1, "failed": 0}
+        assert runner.deliver_webhooks(session_scope, config) == {"sent": 1, "failed": 0}
         assert [r["event"] for r in receiver.received] == ["ban", "unban"]
         assert receiver.received[0]["value"] == "203.0.113.4"
         assert receiver.received[0]["evidence"]["failures"] == 6
@@ -190,6 +187,60 @@ def test_ban_webhook_gets_the_ban_and_the_unban(clean_db: str, tmp_path: Path) -
             .order_by(IncidentEvent.id)
         ))  # fmt: skip
     assert "ban" in kinds and kinds[-1] == "unban"
+
+
+class LockProbingReceiver:
+    """A webhook that, while it answers, tries to lock every ban row with NOWAIT from a
+    connection of its own: it succeeds only if the sender holds no lock on them."""
+
+    def __init__(self, database_url: str) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import psycopg
+
+        dsn = database_url.replace("postgresql+psycopg://", "postgresql://")
+        self.locked_while_answering: list[bool] = []
+        probe = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                with psycopg.connect(dsn) as conn:
+                    try:
+                        conn.execute("SELECT id FROM security_bans FOR UPDATE NOWAIT")
+                        probe.locked_while_answering.append(False)
+                    except psycopg.errors.LockNotAvailable:
+                        probe.locked_while_answering.append(True)
+                self.send_response(200)
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/bans"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_ban_webhook_is_posted_with_no_transaction_holding_the_bans(
+    clean_db: str, tmp_path: Path
+) -> None:
+    receiver = LockProbingReceiver(clean_db)
+    try:
+        config = jail_config(tmp_path, failed_logins={"webhook_url": receiver.url})
+        write(tmp_path / "auth.jsonl", burst(T0, "203.0.113.4") + burst(T0, "203.0.113.5"))
+        run(config, "failed_logins", T0 + timedelta(hours=1), T0 - timedelta(minutes=1))
+        assert runner.deliver_webhooks(session_scope, config) == {"sent": 2, "failed": 0}
+    finally:
+        receiver.close()
+    assert receiver.locked_while_answering == [False, False]
+    assert {b.webhook_state for b in all_bans()} == {"sent"}
+    assert runner.deliver_webhooks(session_scope, config) == {"sent": 0, "failed": 0}
 
 
 def request(
