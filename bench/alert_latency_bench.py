@@ -73,6 +73,36 @@ def run_scenario(
     return latencies(receiver, database_url, names)
 
 
+def stages(database_url: str, names: list[str]) -> str:
+    """Median time spent in each stage: probe -> incident opened (pipeline) -> message
+    queued (sweeper) -> sent (Apprise)."""
+    with psycopg.connect(**harness.libpq(database_url)) as conn:
+        rows = conn.execute(
+            """
+            SELECT extract(epoch FROM i.opened_at - min(o.observed_at)),
+                   extract(epoch FROM min(n.created_at) - i.opened_at),
+                   extract(epoch FROM min(n.sent_at) - min(n.created_at))
+            FROM checks c
+            JOIN outcomes o ON o.check_id = c.id AND o.status = 'down'
+            JOIN incidents i ON i.check_id = c.id
+            JOIN notification_items ni ON ni.incident_id = i.id
+            JOIN notifications n ON n.id = ni.notification_id
+            WHERE c.name = ANY(%s)
+            GROUP BY c.name, i.opened_at
+            """,
+            (names,),
+        ).fetchall()
+    if not rows:
+        return "no stages recorded"
+    columns = list(zip(*rows, strict=True))
+    labels = ("outcome -> incident opened", "opened -> message queued", "queued -> sent")
+    return ", ".join(
+        f"{label} p50 {harness.percentile([float(v) for v in column if v is not None], 50):.3f}"
+        f" s / p99 {harness.percentile([float(v) for v in column if v is not None], 99):.3f} s"
+        for label, column in zip(labels, columns, strict=True)
+    )
+
+
 def report(label: str, values: list[float], expected: int) -> None:
     if not values:
         print(f"{label}: no page arrived")
@@ -143,11 +173,13 @@ def main(argv: list[str] | None = None) -> int:
                 waves,
                 options.incidents,
             )
+            print("  stages:", stages(database, names[: options.incidents]))
             if options.burst:
                 burst = run_scenario(
                     client, receiver, database, ids, names[options.incidents :], options.burst, 0
                 )
                 report(f"{options.burst} checks failing in one batch", burst, options.burst)
+                print("  stages:", stages(database, names[options.incidents :]))
     return 0
 
 
