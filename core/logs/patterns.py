@@ -252,8 +252,10 @@ def _raise_if_burst(
         f"{pattern.template[:120]}",
         severity=settings.severity,
         summary=f"{what} {pattern.kind} error pattern {pattern.fingerprint} occurred {count} "
-        f"times within {minutes:g} minutes (threshold {settings.burst_count}); "
-        f"example: {pattern.example[:300]}",
+        f"times within {minutes:g} minutes (threshold {settings.burst_count}): "
+        # The template, not a raw example: incidents go out to chat and e-mail channels, and a
+        # raw line carries the e-mail addresses, ids and tokens the template strips.
+        f"{pattern.template[:300]}",
         labels={
             "group": "logs",
             "service": pattern.service,

@@ -152,6 +152,19 @@ def test_a_new_pattern_burst_opens_one_incident_that_resolves_when_quiet(
         assert session.scalars(select(Incident.status)).one() == "resolved"
 
 
+def test_a_burst_incident_carries_the_template_not_a_raw_line_with_personal_data(
+    clean_db: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "app.log"
+    config = _config(log)
+    _write_errors(log, T0, 12, "login for jane.doe@example.test failed: {id}", every_s=5)
+    assert _run(config, T0 + timedelta(minutes=2))["incidents_opened"] == 1
+    with session_scope() as session:
+        incident = session.scalars(select(Incident)).one()
+    assert "login for <email> failed: <uuid>" in incident.summary
+    assert "jane.doe" not in incident.summary and "jane.doe" not in incident.title
+
+
 def test_a_slow_old_pattern_never_pages(clean_db: str, tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     config = _config(log, new_for="24h")
