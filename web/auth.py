@@ -105,9 +105,15 @@ def dashboard_secret(settings: Settings) -> str:
 class LoginLimiter:
     """Sliding window of failed logins per key (client address, user name)."""
 
-    def __init__(self, allowed: int = LOGIN_FAILURES_ALLOWED, window_s: float = LOGIN_WINDOW_S):
+    def __init__(
+        self,
+        allowed: int = LOGIN_FAILURES_ALLOWED,
+        window_s: float = LOGIN_WINDOW_S,
+        max_keys: int = 10_000,
+    ):
         self.allowed = allowed
         self.window_s = window_s
+        self.max_keys = max_keys
         self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
@@ -131,8 +137,23 @@ class LoginLimiter:
         with self._lock:
             for key in keys:
                 self._failures.setdefault(key, deque()).append(now)
-            if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
-                self._failures.clear()
+            if len(self._failures) > self.max_keys:
+                self._shrink(now)
+
+    def _shrink(self, now: float) -> None:
+        """Bounded memory under a spray of addresses, without forgetting a lockout: drop
+        the keys whose failures all left the window, then the stalest address keys. User
+        keys stay (clearing everything let a spray of addresses reset the lock on the
+        account being guessed)."""
+        for key in [k for k, f in self._failures.items() if f[-1] <= now - self.window_s]:
+            del self._failures[key]
+        excess = len(self._failures) - self.max_keys // 2
+        if excess > 0:
+            stalest = sorted(
+                (f[-1], k) for k, f in self._failures.items() if not k.startswith("user:")
+            )
+            for _, key in stalest[:excess]:
+                del self._failures[key]
 
     def succeeded(self, keys: list[str]) -> None:
         with self._lock:

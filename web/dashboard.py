@@ -114,7 +114,11 @@ async def login(request: Request) -> Response:
     password = form.get("password", "")
     next_path = _safe_next(form.get("next"))
     client = request.client.host if request.client else "unknown"
-    keys = [f"addr:{client}", f"user:{user.lower()}"]
+    keys = [f"addr:{client}"]
+    # Only the one real user name is worth guessing; other names get no key of their own,
+    # so a spray of made-up names cannot grow the limiter.
+    if user.lower() == auth.user.lower():
+        keys.append(f"user:{user.lower()}")
     wait = auth.limiter.retry_after(keys)
     if wait:
         page = _render(

@@ -74,3 +74,15 @@ def test_the_limiter_allows_five_failures_a_minute_per_key_then_waits_out_the_wi
     assert limiter.retry_after(keys, now=160.5) == 0  # the oldest failure left the window
     limiter.succeeded(keys)
     assert limiter.retry_after(keys, now=106.0) == 0
+
+
+def test_a_spray_of_addresses_never_resets_the_lock_on_the_user_name() -> None:
+    limiter = LoginLimiter(allowed=5, window_s=60)
+    for second in range(5):
+        limiter.failed(["addr:10.0.0.1", "user:admin"], now=100.0 + second)
+    assert limiter.retry_after(["user:admin"], now=105.0) > 0
+    # Many more addresses than the limiter keeps, each failing once, within the window.
+    for n in range(12_000):
+        limiter.failed([f"addr:10.1.{n // 256}.{n % 256}"], now=105.0 + n / 1000)
+    assert limiter.retry_after(["addr:10.9.9.9", "user:admin"], now=118.0) > 0
+    assert len(limiter._failures) <= 10_000  # memory stays bounded
