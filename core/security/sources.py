@@ -206,7 +206,9 @@ def ingest_query(
     for raw in raw_rows:
         key = raw.get(id_column)
         if key is None:
-            raise BadEvent(f"sources[{source.name}].fields.id: column {id_column!r} is missing")
+            raise BadEvent(
+                f"sources[{source.name}].fields.id: column {id_column!r} is missing or NULL"
+            )
         last = str(key)
         try:
             rows.append(canonical(source, raw, last))
@@ -290,8 +292,9 @@ def ingest(
                 continue
             try:
                 summary[source.name] = ingest_query(session, source, platform, now).summary()
-            except psycopg.Error as error:
-                # A broken query is the operator's to fix; the other sources still run.
+            except (psycopg.Error, BadEvent) as error:
+                # A broken query (or one without its id column) is the operator's to fix;
+                # the other sources still run.
                 summary[source.name] = {"error": str(error).strip().splitlines()[0]}
         else:
             summary[source.name] = ingest_file(session, source, now).summary()

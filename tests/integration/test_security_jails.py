@@ -349,6 +349,27 @@ def test_bad_lines_are_reported_with_field_and_reason_and_the_rest_are_read(
     assert any("at: not an ISO 8601 time" in e for e in errors)
 
 
+def test_a_query_source_with_a_null_id_is_an_error_and_the_other_sources_still_run(
+    clean_db: str, tmp_path: Path
+) -> None:
+    from core.backups.tools import Conn
+
+    config = jail_config(tmp_path)
+    no_id = {
+        "name": "auth-query",
+        "stream": "auth",
+        "query": "SELECT NULL::bigint AS id, now() AS at, 'a@example.test' AS account, "
+        "'failure' AS outcome",
+    }
+    sources = [no_id, *(s.model_dump(mode="json") for s in config.security.sources)]
+    config = make_config(security={"sources": sources})
+    write(tmp_path / "auth.jsonl", [login(T0, "100.64.0.1", "a@example.test", True)])
+    with session_scope() as session:
+        summary = ingest(session, list(config.security.sources), Conn.from_url(clean_db), T0)
+    assert "column 'id' is missing or NULL" in summary["auth-query"]["error"]
+    assert summary["auth-file"]["stored"] == 1
+
+
 def test_a_half_written_line_waits_for_its_end(clean_db: str, tmp_path: Path) -> None:
     config = jail_config(tmp_path)
     path = tmp_path / "auth.jsonl"
