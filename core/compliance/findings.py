@@ -40,8 +40,10 @@ def sync_findings(
     findings: Sequence[Finding],
     now: datetime,
     summary: dict[str, Any] | None = None,
+    resolve_gone: bool = True,
 ) -> dict[str, int]:
-    """Store this run's findings of `check`, resolve the ones gone, record the run."""
+    """Store this run's findings of `check`, resolve the ones gone (unless the run could not
+    see everything: `resolve_gone=False`), record the run."""
     keys = [f.key for f in findings]
     for finding in findings:
         statement = insert(ComplianceFinding).values(
@@ -65,16 +67,18 @@ def sync_findings(
                 },
             )
         )
-    gone = session.execute(
-        update(ComplianceFinding)
-        .where(
-            ComplianceFinding.check == check,
-            ComplianceFinding.resolved_at.is_(None),
-            ComplianceFinding.key.not_in(keys) if keys else text("true"),
-        )
-        .values(resolved_at=now)
-        .returning(ComplianceFinding.id)
-    ).all()
+    gone: Sequence[Any] = []
+    if resolve_gone:
+        gone = session.execute(
+            update(ComplianceFinding)
+            .where(
+                ComplianceFinding.check == check,
+                ComplianceFinding.resolved_at.is_(None),
+                ComplianceFinding.key.not_in(keys) if keys else text("true"),
+            )
+            .values(resolved_at=now)
+            .returning(ComplianceFinding.id)
+        ).all()
     counts: dict[str, int] = {}
     for finding in findings:
         counts[finding.severity] = counts.get(finding.severity, 0) + 1

@@ -497,6 +497,11 @@ def run_scan(session: Session, config: EventopsConfig, now: datetime) -> dict[st
         except Exception as error:  # offline or refused: the local set still counts
             notes.append(f"OSV API not reachable: {type(error).__name__}: {error}")
     notes += [f"unreadable advisory: {where}" for where in index.unreadable[:20]]
+    # A scan that saw no advisories (a broken sync) or skipped a lockfile cannot say that a
+    # vulnerability is gone: its findings and incidents stay open until a complete scan.
+    partial = index.count == 0 or len(notes) > 0 or not packages
+    if index.count == 0:
+        notes.append("no advisories were read: open findings and incidents are kept")
     found = scan(packages, index)
     counts = sync_findings(
         session,
@@ -504,6 +509,7 @@ def run_scan(session: Session, config: EventopsConfig, now: datetime) -> dict[st
         [v.finding() for v in found],
         now,
         summary={"packages": len(packages), "advisories": index.count, "notes": notes},
+        resolve_gone=not partial,
     )
     worst: dict[tuple[str, str], list[Vulnerability]] = {}
     for vuln in found:
@@ -539,7 +545,8 @@ def run_scan(session: Session, config: EventopsConfig, now: datetime) -> dict[st
             Incident.fingerprint.like(f"{VULN_FINGERPRINT}%"), Incident.status != "resolved"
         )
     ).all()
-    for fingerprint in set(still_open) - raised:
+    gone = set() if partial else set(still_open) - raised
+    for fingerprint in sorted(gone):
         resolve_problem(session, fingerprint, config, now, why="no longer found by the scan")
     return {
         "packages": len(packages),

@@ -101,3 +101,53 @@ def test_an_unreadable_lockfile_is_reported_and_the_rest_still_scanned(
         summary = run_scan(session, scan_config(tmp_path, broken), T0)
     assert summary["incidents"] == 1
     assert any("cannot read the lockfile" in note for note in summary["notes"])
+
+
+def test_a_scan_that_could_not_see_everything_resolves_nothing(
+    clean_db: str, tmp_path: Path
+) -> None:
+    """An emptied advisory directory (a broken sync) or an unreadable lockfile must not read
+    as "every vulnerability fixed": the open findings and incidents stay open."""
+    fake_dist(tmp_path / "site", "eventpros-vuln-pkg", "1.2.0")
+    lockfile = tmp_path / "package-lock.json"
+    shutil.copy(FIXTURES / "npm" / "package-lock.json", lockfile)
+    advisories = tmp_path / "advisories"
+    shutil.copytree(FIXTURES / "advisories", advisories)
+    config = scan_config(tmp_path, lockfile)
+    config = config.model_copy(
+        update={
+            "compliance": config.compliance.model_copy(
+                update={
+                    "vulnerabilities": config.compliance.vulnerabilities.model_copy(
+                        update={"advisories": advisories}
+                    )
+                }
+            )
+        }
+    )
+    with session_scope() as session:
+        assert run_scan(session, config, T0)["incidents"] == 3
+
+    def still_open() -> tuple[int, int]:
+        with session_scope() as session:
+            incidents = session.scalars(
+                select(Incident).where(
+                    Incident.fingerprint.like(f"{VULN_FINGERPRINT}%"),
+                    Incident.status != "resolved",
+                )
+            ).all()
+            return len(open_findings(session, "vulnerability")), len(incidents)
+
+    before = still_open()
+    lockfile.write_text("{")  # half-written by a deploy
+    with session_scope() as session:
+        summary = run_scan(session, config, T0 + timedelta(days=7))
+    assert summary["resolved"] == 0 and still_open() == before
+
+    lockfile.write_text((FIXTURES / "npm" / "package-lock.json").read_text())
+    shutil.rmtree(advisories)
+    advisories.mkdir()  # the sync emptied it
+    with session_scope() as session:
+        summary = run_scan(session, config, T0 + timedelta(days=14))
+    assert any("no advisories were read" in note for note in summary["notes"])
+    assert summary["resolved"] == 0 and still_open() == before
