@@ -13,6 +13,7 @@ import click
 from models.config import load_config
 from workers.cli_output import (
     EXIT_TIMEOUT,
+    EventopsGroup,
     NotFound,
     checked_config,
     config_errors_exit_2,
@@ -30,7 +31,7 @@ def _quiet_for_json_logs(argv: list[str]) -> list[str]:
     return ["--quiet", *argv] if json_logs() else argv
 
 
-@click.group()
+@click.group(cls=EventopsGroup)
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """eventops: monitoring and maintenance workers for the Event Pros NZ platform."""

@@ -153,6 +153,38 @@ def config_errors_exit_2(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class EventopsGroup(click.Group):
+    """The `eventops` group: a database or broker that cannot be reached is one line naming
+    it and exit 1, never a traceback (the driver's first line says host, port and why; it
+    never holds the password)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import psycopg
+        import redis
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return super().invoke(ctx)
+        except (OperationalError, psycopg.OperationalError) as error:
+            if not _is_connection_failure(error):
+                raise
+            fail(f"cannot reach the database: {_first_line(error)}")
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            fail(f"cannot reach the broker (Redis): {_first_line(error)}")
+
+
+def _is_connection_failure(error: Exception) -> bool:
+    # A statement timeout or a lock timeout is an OperationalError too, but a real problem
+    # worth its traceback; only a failed connection is an environment problem.
+    cause = getattr(error, "orig", None) or error
+    return type(cause).__name__ == "OperationalError" and "connection" in str(cause).lower()
+
+
+def _first_line(error: Exception) -> str:
+    cause = getattr(error, "orig", None) or error
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+
+
 def checked_config() -> EventopsConfig:
     """The running config (validated once per process; a bad one raises ConfigError)."""
     from workers.settings import get_config
