@@ -10,6 +10,7 @@ least MIN_CALLS calls this week.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -136,6 +137,25 @@ def store_week(
     return weekly
 
 
+def explain_fix(query: str) -> str:
+    """The SQL to investigate a query. EXPLAIN ANALYZE runs the statement, so it is offered
+    for reads only: for an INSERT, UPDATE or DELETE it would make the change. pg_stat_statements
+    replaces constants with $1, $2, ...: those need real values first."""
+    words = query.lstrip("( \n\t").split(None, 1)
+    first = words[0].upper() if words else ""
+    writes = re.search(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", query, re.IGNORECASE)
+    read_only = first in ("SELECT", "VALUES", "TABLE") or (first == "WITH" and not writes)
+    lines = []
+    if re.search(r"\$\d", query):
+        lines.append("-- replace $1, $2, ... with real values first")
+    if read_only:
+        lines.append(f"EXPLAIN (ANALYZE, BUFFERS) {query};")
+    else:
+        lines.append("-- EXPLAIN ANALYZE would run this statement and make its change: plan only")
+        lines.append(f"EXPLAIN {query};")
+    return "\n".join(lines)
+
+
 def query_report(
     session: Session,
     db: psycopg.Connection[Any] | None,
@@ -177,7 +197,9 @@ def query_report(
     }
     stats = read_statements(db)
     weekly = store_week(session, target, week, stats, now)
-    text = {s.queryid: " ".join(s.query.split())[:300] for s in stats}
+    # The whole statement for the SQL to run; the first 300 characters for reading.
+    full = {s.queryid: " ".join(s.query.split()) for s in stats}
+    text = {queryid: query[:300] for queryid, query in full.items()}
     findings: list[Finding] = []
     by_total = sorted(stats, key=lambda s: s.total_ms, reverse=True)[:top_n]
     for rank, stat in enumerate(by_total, 1):
@@ -189,7 +211,7 @@ def query_report(
                 str(stat.queryid),
                 f"#{rank}: {stat.total_ms:.0f} ms in {stat.calls} calls "
                 f"({stat.total_ms / max(stat.calls, 1):.2f} ms each): {text[stat.queryid]}",
-                f"EXPLAIN (ANALYZE, BUFFERS) {text[stat.queryid]};",
+                explain_fix(full[stat.queryid]),
             )
         )
     by_mean = sorted(
@@ -206,7 +228,7 @@ def query_report(
                 str(stat.queryid),
                 f"#{rank}: {stat.total_ms / stat.calls:.2f} ms per call, {stat.calls} calls: "
                 f"{text[stat.queryid]}",
-                f"EXPLAIN (ANALYZE, BUFFERS) {text[stat.queryid]};",
+                explain_fix(full[stat.queryid]),
             )
         )
     for queryid, (mean, calls) in weekly.items():
@@ -220,7 +242,7 @@ def query_report(
                     str(queryid),
                     f"mean {mean:.2f} ms this week against {before:.2f} ms the week before "
                     f"(x{mean / before:.1f}, {calls} calls): {text[queryid]}",
-                    f"EXPLAIN (ANALYZE, BUFFERS) {text[queryid]};",
+                    explain_fix(full[queryid]),
                 )
             )
     return findings
