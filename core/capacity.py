@@ -80,10 +80,17 @@ ORDER BY c.relname
 """
 
 
+STATEMENT_TIMEOUT_MS = 60_000
+
+
 def measure(platform: Conn, config: CapacityConfig, storage_paths: Sequence[Path]) -> Snapshot:
     """Read every figure; a query that fails is reported and the others still count."""
     snapshot = Snapshot()
     with platform.connect() as db:
+        # Every statement read-only and bounded in time, as the insight queries are: a
+        # capacity query can neither change the platform nor run all night.
+        db.execute("SET default_transaction_read_only = on")
+        db.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
         for name, query in config.queries.items():
             try:
                 row = db.execute(query).fetchone()

@@ -165,6 +165,18 @@ def test_a_broken_capacity_query_is_reported_and_the_rest_still_measured(
     assert summary["errors"][0].startswith('capacity.queries.jobs: relation "jobs"')
 
 
+def test_a_capacity_query_cannot_change_the_platform(
+    clean_db: str, platform: tuple[Conn, dict[str, int]]
+) -> None:
+    conn, _ = platform
+    writes = "WITH gone AS (DELETE FROM reviews WHERE false RETURNING 1) SELECT count(*) FROM gone"
+    config = CapacityConfig.model_validate({"queries": {"writes": writes}})
+    with session_scope() as session:
+        summary = take_snapshot(session, conn, config, [])
+    assert "writes" not in summary["figures"]
+    assert "read-only transaction" in summary["errors"][0]
+
+
 def _store_line(days: int, start: float, per_day: float, metric: str, end: datetime) -> None:
     with session_scope() as session:
         for n in range(days):
