@@ -10,7 +10,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 
 def _duration(value: Any) -> timedelta:
@@ -41,6 +48,12 @@ class ActionsWindow(BaseModel):
         description="HH:MM in the config's `timezone`: end of the quiet window (may wrap "
         "past midnight).",
     )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ActionsWindow:
+        if self.start == self.end:
+            raise ValueError("end: must differ from start (the window would be empty)")
+        return self
 
 
 class MaintenanceConfig(BaseModel):
@@ -133,3 +146,32 @@ class MaintenanceConfig(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError("lists a database twice")
         return names
+
+    @field_validator(
+        "actions_silence",
+        "worker_stale_after",
+        "worker_heartbeat_every",
+        "beat_stale_after",
+        "sweeper_stale_after",
+        "queue_lag_max",
+        "outbox_backlog_after",
+    )
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        # 0 s would make the heartbeat thread write to Postgres in a tight loop, and a
+        # zero limit would fail its check on every run.
+        if value <= timedelta(0):
+            raise ValueError("must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_the_limit(self) -> MaintenanceConfig:
+        # A heartbeat slower than the staleness limit makes every healthy worker "missing"
+        # between two beats: a critical page that is never true.
+        if self.worker_heartbeat_every * 2 > self.worker_stale_after:
+            raise ValueError(
+                "worker_heartbeat_every: must be at most half of worker_stale_after "
+                f"({self.worker_stale_after.total_seconds():g} s), or healthy workers page "
+                "as missing between heartbeats"
+            )
+        return self
