@@ -37,12 +37,11 @@ from celery import Celery
 
 from bench import harness
 
-SLOT_ZERO = datetime(2026, 1, 1, tzinfo=UTC)
-
 
 class Feeder:
     """Keeps the probes queue topped up with run_batch tasks, one round of every check after
-    another (round r = slot SLOT_ZERO + r seconds, so every outcome is new)."""
+    another (round r = slot start + r seconds, so every outcome is new). Slots start now, as
+    real ones do: an old slot would be a late outcome and queue a rollup re-roll."""
 
     def __init__(self, broker_url: str, check_ids: Sequence[int], batch: int, depth: int = 8):
         self.client = Celery(broker=broker_url)
@@ -51,11 +50,12 @@ class Feeder:
         self.batch = batch
         self.depth = depth
         self.round = 0
+        self.start = datetime.now(UTC).replace(microsecond=0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _send_round(self) -> None:
-        slot = (SLOT_ZERO + timedelta(seconds=self.round)).isoformat()
+        slot = (self.start + timedelta(seconds=self.round)).isoformat()
         self.round += 1
         for start in range(0, len(self.check_ids), self.batch):
             pairs = [[i, slot] for i in self.check_ids[start : start + self.batch]]
