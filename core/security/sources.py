@@ -59,7 +59,10 @@ def _timestamp(value: Any) -> datetime:
     if isinstance(value, datetime):
         at = value
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        at = datetime.fromtimestamp(value, UTC)
+        try:
+            at = datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):  # 1e20, NaN: one bad line, not a crash
+            raise BadEvent(f"at: {value!r} is out of range for epoch seconds") from None
     elif isinstance(value, str):
         try:
             at = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -81,17 +84,29 @@ def _ip(value: Any) -> str | None:
         raise BadEvent(f"ip: {str(value)[:60]!r} is not an IP address") from None
 
 
+INT_MAX = 2**31 - 1  # the columns are Postgres integers
+
+
 def _int(name: str, value: Any) -> int | None:
     if value is None or value == "":
         return None
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
         raise BadEvent(f"{name}: {str(value)[:60]!r} is not a whole number") from None
+    if not -INT_MAX <= number <= INT_MAX:
+        raise BadEvent(f"{name}: {number} is out of range")
+    return number
+
+
+def _str(value: Any) -> str:
+    # Postgres text cannot hold NUL, and attackers put %00 in paths: one such row must not
+    # fail the COPY of its whole batch (and then every tick after it).
+    return str(value).replace("\x00", "\\x00")
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else _str(value)
 
 
 def canonical(source: SourceConfig, raw: dict[str, Any], source_key: str) -> dict[str, Any]:
@@ -119,14 +134,14 @@ def canonical(source: SourceConfig, raw: dict[str, Any], source_key: str) -> dic
         "status": None,
     }
     if source.stream == "auth":
-        outcome = str(get["outcome"])
+        outcome = _str(get["outcome"])
         if outcome in source.failure_values:
             kind = "failure"
         elif outcome in source.success_values:
             kind = "success"
         else:
             kind = outcome  # a reset, a signup: kept, judged by nobody for now
-        row.update(account=str(get["account"]).lower(), kind=kind)
+        row.update(account=_str(get["account"]).lower(), kind=kind)
     elif source.stream == "api":
         status = _int("status", get["status"])
         if status is None or not 100 <= status <= 599:
@@ -134,15 +149,15 @@ def canonical(source: SourceConfig, raw: dict[str, Any], source_key: str) -> dic
         row.update(
             api_key=_text(get.get("key")),
             method=_text(get.get("method")),
-            path=str(get["path"]),
+            path=_str(get["path"]),
             status=status,
         )
     else:
         rows = _int("rows", get.get("rows"))
         row.update(
-            account=str(get["account"]),
-            resource=str(get["resource"]),
-            kind=str(get["action"]),
+            account=_str(get["account"]),
+            resource=_str(get["resource"]),
+            kind=_str(get["action"]),
             rows=1 if rows is None else rows,
         )
     return row

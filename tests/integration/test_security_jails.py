@@ -15,7 +15,7 @@ from core.security.daily import daily_analysis
 from core.security.sources import ingest
 from models.config import EventopsConfig
 from models.db import session_scope
-from models.security import SecurityBan, SecurityDetectorState, SecurityFinding
+from models.security import SecurityBan, SecurityDetectorState, SecurityEvent, SecurityFinding
 from models.tables import Incident, IncidentEvent
 from tests.conftest import make_config
 from tests.receivers import WebhookReceiver
@@ -368,6 +368,35 @@ def test_a_query_source_with_a_null_id_is_an_error_and_the_other_sources_still_r
         summary = ingest(session, list(config.security.sources), Conn.from_url(clean_db), T0)
     assert "column 'id' is missing or NULL" in summary["auth-query"]["error"]
     assert summary["auth-file"]["stored"] == 1
+
+
+def test_poison_lines_are_rejected_one_by_one_and_the_good_ones_stored(
+    clean_db: str, tmp_path: Path
+) -> None:
+    """Epoch seconds out of range or NaN, a row count past a Postgres integer, a NUL in an
+    attacker's path: each was an exception (or a failed COPY) that stopped every tick."""
+    config = jail_config(tmp_path)
+    auth = tmp_path / "auth.jsonl"
+    with auth.open("w") as handle:
+        handle.write('{"at": 1e20, "account": "a", "outcome": "failure"}\n')
+        handle.write('{"at": NaN, "account": "a", "outcome": "failure"}\n')
+    write(auth, [login(T0, "100.64.0.1", "a@example.test", True)])
+    write(tmp_path / "access.jsonl", [
+        {"at": T0.isoformat(), "actor": "x", "table": "users", "action": "select", "rows": 1e30},
+        {"at": T0.isoformat(), "actor": "x", "table": "users", "action": "select",
+         "rows": 2**40},
+    ])  # fmt: skip
+    write(tmp_path / "api.jsonl", [request(T0, "203.0.113.70", "/api/x\u0000.php", 404)])
+    with session_scope() as session:
+        summary = ingest(session, list(config.security.sources), None, T0)
+    assert (summary["auth-file"]["stored"], summary["auth-file"]["rejected"]) == (1, 2)
+    assert (summary["access-file"]["stored"], summary["access-file"]["rejected"]) == (0, 2)
+    assert summary["api-file"]["stored"] == 1
+    with session_scope() as session:
+        paths = session.scalars(
+            select(SecurityEvent.path).where(SecurityEvent.stream == "api")
+        ).all()
+    assert paths == ["/api/x\\x00.php"]
 
 
 def test_a_half_written_line_waits_for_its_end(clean_db: str, tmp_path: Path) -> None:
