@@ -9,11 +9,11 @@ EVENTOPS_METRICS_CHECK_SERIES_LIMIT (checks that are not up first, then by name)
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import redis
@@ -30,13 +30,13 @@ from prometheus_client.utils import floatToGoString
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from core.maintenance.redis_metrics import queue_figures
 from models.config import SEVERITIES
 from models.tables import Check, Incident
 from workers.settings import Settings, get_settings
 from workers.task_metrics import (
     DURATION_BUCKETS,
     OUTCOMES_KEY,
-    SENT_AT_HEADER,
     TASK_KEY_PREFIX,
     TASK_NAMES_KEY,
 )
@@ -45,9 +45,6 @@ log = logging.getLogger(__name__)
 
 CHECK_STATES = ("up", "failing", "down", "unknown", "disabled")
 INCIDENT_STATES = ("open", "acknowledged")
-# kombu's Redis transport keeps priorities 3, 6 and 9 in sibling lists of each queue.
-PRIORITY_SEPARATOR = "\x06\x16"
-PRIORITY_STEPS = (3, 6, 9)
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 
@@ -257,25 +254,10 @@ class EventopsCollector(Collector):
             "Age of the oldest waiting message (0 when the queue is empty).",
             labels=["queue"],
         )
-        pipe = client.pipeline(transaction=False)
-        for queue in self.queues:
-            for key in _queue_keys(queue):
-                pipe.llen(key)
-                # kombu pushes on the left and pops on the right: the oldest is the last.
-                pipe.lindex(key, -1)
-        replies = pipe.execute()
-        now = self.now()
-        per_key = 2
-        keys_per_queue = 1 + len(PRIORITY_STEPS)
-        for index, queue in enumerate(self.queues):
-            chunk = replies[
-                index * per_key * keys_per_queue : (index + 1) * per_key * keys_per_queue
-            ]
-            lengths = chunk[0::2]
-            oldest = [_sent_at(message) for message in chunk[1::2]]
-            stamps = [s for s in oldest if s is not None]
-            length.add_metric([queue], sum(int(n) for n in lengths))
-            lag.add_metric([queue], max(now - min(stamps), 0.0) if stamps else 0.0)
+        # The same reading the self-monitoring check judges (core/maintenance/redis_metrics).
+        for queue in queue_figures(client, self.queues, datetime.fromtimestamp(self.now(), UTC)):
+            length.add_metric([queue.name], queue.length)
+            lag.add_metric([queue.name], queue.oldest_age_s or 0.0)
         return [length, lag]
 
     def _tasks(self, client: redis.Redis) -> list[Metric]:
@@ -320,20 +302,6 @@ class EventopsCollector(Collector):
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _queue_keys(queue: str) -> list[str]:
-    return [queue, *(f"{queue}{PRIORITY_SEPARATOR}{step}" for step in PRIORITY_STEPS)]
-
-
-def _sent_at(message: bytes | None) -> float | None:
-    if not message:
-        return None
-    try:
-        stamp = json.loads(message)["headers"][SENT_AT_HEADER]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return float(stamp) if isinstance(stamp, int | float) else None
 
 
 # --- the HTTP side ----------------------------------------------------------------------

@@ -6,8 +6,8 @@ same whichever process serves /metrics, however many worker processes there are,
 worker restart loses nothing. A flushed Redis resets them, which Prometheus reads as a
 counter reset (rate() and increase() handle it).
 
-Publishing stamps each task message with the time it was sent, so the age of the oldest
-queued message (the queue's lag) can be read straight from Redis.
+The queue lag /metrics reports comes from the publish stamp workers/selfmon_signals.py puts
+on every task message (core/maintenance/redis_metrics.py reads it).
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ import time
 from typing import Any
 
 import redis
-from celery.signals import before_task_publish, task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun
 
 log = logging.getLogger(__name__)
 
 TASK_KEY_PREFIX = "eventops:metrics:task:"
 TASK_NAMES_KEY = "eventops:metrics:tasks"
 OUTCOMES_KEY = "eventops:metrics:outcomes"
-SENT_AT_HEADER = "eventops_sent_at"
 
 # Upper bounds in seconds: from a 50 ms tick to an hour-long dump.
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -90,12 +89,6 @@ def _redis() -> redis.Redis | None:
         _client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         _client_url = url
     return _client
-
-
-@before_task_publish.connect
-def _stamp_sent_at(headers: dict[str, Any] | None = None, **_: Any) -> None:
-    if headers is not None:
-        headers[SENT_AT_HEADER] = time.time()
 
 
 @task_prerun.connect
