@@ -19,6 +19,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -136,6 +137,21 @@ def parse_time(value: Any) -> datetime:
     raise Malformed(f"timestamp {value!r} is not a time")
 
 
+def _storable(value: Any) -> Any:
+    """The document as Postgres can store it: NUL (which neither text nor jsonb holds) made
+    visible as \\x00, NaN and Infinity (which jsonb refuses) a Malformed line. One such
+    line would otherwise fail its whole batch, and every run after it, on the same bytes."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\x00")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Malformed(f"{value!r} is not a JSON number")
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
+
+
 def parse_line(line: bytes, source: LogSourceConfig) -> Parsed:
     """One JSON line into an entry, or Malformed with the reason."""
     try:
@@ -144,6 +160,7 @@ def parse_line(line: bytes, source: LogSourceConfig) -> Parsed:
         raise Malformed(f"not JSON ({error.__class__.__name__})") from None
     if not isinstance(document, dict):
         raise Malformed("not a JSON object")
+    document = _storable(document)
     mapping = source.fields
     message = _lookup(document, mapping.message)
     if message is None or (isinstance(message, str) and not message.strip()):

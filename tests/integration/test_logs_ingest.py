@@ -154,6 +154,24 @@ def test_malformed_lines_are_counted_and_sampled_and_the_rest_is_ingested(
     ]
 
 
+def test_a_nul_or_nan_line_is_stored_or_rejected_alone_never_failing_its_batch(
+    clean_db: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "app.log"
+    append(
+        log,
+        line(1, message="bad byte \u0000 in a path", path="/x\u0000.php"),
+        line(2, latency=float("nan")),
+        line(3),
+    )
+    summary = ingest_all(session_scope, LogsConfig(sources=[source(log)]))["app"]
+    assert (summary["entries"], summary["malformed"]) == (2, 1)
+    assert messages() == ["bad byte \\x00 in a path", "request 3 served"]
+    with session_scope() as session:
+        row = session.scalars(select(LogFile)).one()
+    assert row.malformed_sample[0]["reason"] == "nan is not a JSON number"
+
+
 def test_a_directory_source_with_a_field_mapping_and_four_kinds(
     clean_db: str, tmp_path: Path
 ) -> None:
