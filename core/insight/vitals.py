@@ -51,6 +51,14 @@ class Beacon(BaseModel):
             raise ValueError("must be a finite number")
         return value
 
+    @field_validator("id", "page")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        # Postgres text cannot hold NUL: a 422 here, not a 500 from the INSERT.
+        if "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
+
     @field_validator("page")
     @classmethod
     def _path_only(cls, page: str) -> str:

@@ -179,8 +179,10 @@ def test_an_unknown_metric_name_is_a_422(clean_db: str, base_url: str) -> None:
         json.dumps(beacon(page="vendors")),
         json.dumps(beacon(value=-1)),
         json.dumps(beacon(value=10_000_000)),
+        json.dumps(beacon(page="/vendors\u0000")),
+        json.dumps(beacon(id="v4-\u0000")),
     ],
-    ids=["empty", "string", "relative-page", "negative", "implausible"],
+    ids=["empty", "string", "relative-page", "negative", "implausible", "nul-page", "nul-id"],
 )
 def test_other_malformed_beacons_are_a_422(clean_db: str, base_url: str, body: str) -> None:
     assert post(base_url, body).status_code == 422
