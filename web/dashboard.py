@@ -144,9 +144,18 @@ async def login(request: Request) -> Response:
     return response
 
 
+MAX_FORM_BYTES = 16_384
+
+
 async def _form(request: Request) -> dict[str, str]:
-    """A urlencoded form or a JSON object (no multipart needed for a login)."""
-    body = (await request.body())[:16_384]
+    """A urlencoded form or a JSON object (no multipart needed for a login). Read in chunks
+    and refused past MAX_FORM_BYTES: /login is open to anyone, and reading a whole body
+    before cutting it let one request fill the server's memory."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise HTTPException(status_code=413, detail=f"body: larger than {MAX_FORM_BYTES} bytes")
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             data = json.loads(body or b"{}")

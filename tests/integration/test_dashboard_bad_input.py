@@ -91,3 +91,13 @@ def test_an_older_critical_incident_stays_on_the_list_under_a_storm_of_newer_war
         "warning 9",
         "warning 8",
     ]
+
+
+def test_an_oversized_login_body_is_refused_without_being_read_whole(
+    dashboard: Dashboard,
+) -> None:
+    big = {"username": "admin", "password": "x" * (1024 * 1024)}
+    with dashboard.client() as client:
+        response = client.post("/login", data=big, headers={"X-Forwarded-For": "10.7.7.7"})
+    assert response.status_code == 413, response.text
+    assert response.json()["detail"].startswith("body: larger than")
