@@ -122,10 +122,13 @@ def _run(kind: str, target: str | None) -> None:
     summary = run_report(
         kind, targets, session_scope, config.maintenance, config.timezone, utcnow()
     )
+    failed = False
     with session_scope() as session:
         for name, result in summary.items():
             if "error" in result:
-                click.echo(f"{kind} report for {name}: could not connect ({result['error']})")
+                # Not always the connection: a missing privilege on a statistics view too.
+                click.echo(f"{kind} report for {name}: failed ({result['error']})", err=True)
+                failed = True
                 continue
             report = session.scalars(
                 select(MaintenanceReport)
@@ -134,6 +137,8 @@ def _run(kind: str, target: str | None) -> None:
                 .limit(1)
             ).one()
             click.echo(report.text)
+    if failed:
+        sys.exit(1)  # exit codes: 1 = ran and failed (docs/operations.md)
 
 
 _TARGET = click.option(
