@@ -9,20 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
-from sqlalchemy.exc import DBAPIError
-
 from core.clock import utcnow
 from core.insight import jobs
+from tasks.retry import RETRY
 from workers.app import app
 from workers.settings import get_config, get_settings
-
-# eventops' Postgres (SQLAlchemy) or the platform's (psycopg) unreachable: retried with backoff.
-RETRY = {
-    "autoretry_for": (DBAPIError, psycopg.OperationalError),
-    "retry_backoff": True,
-    "max_retries": 3,
-}
 
 
 def _platform_url() -> str | None:

@@ -11,18 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-
 from core.clock import utcnow
 from models.db import session_scope
+from tasks.retry import RETRY
 from workers.app import app
 from workers.settings import get_config, get_settings
-
-RETRY: dict[str, Any] = {
-    "autoretry_for": (DBAPIError,),
-    "retry_backoff": True,
-    "max_retries": 3,
-}
 
 
 def reports_root() -> Path:

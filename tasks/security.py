@@ -6,17 +6,14 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-
 from core.backups.tools import Conn
 from core.clock import utcnow
 from core.security import runner
 from core.security.daily import daily_analysis, previous_local_day
 from models.db import session_scope
+from tasks.retry import RETRY
 from workers.app import app
 from workers.settings import get_config, get_settings
-
-RETRY = {"autoretry_for": (DBAPIError,), "retry_backoff": True, "max_retries": 3}
 
 
 def _platform() -> Conn | None:
