@@ -462,15 +462,22 @@ def _incident(incident: Incident, check_name: str | None) -> dict[str, Any]:
 
 
 def workers_and_queues(
-    session: Session, now: datetime, broker_url: str | None, queues: Sequence[str]
+    session: Session,
+    now: datetime,
+    broker_url: str | None,
+    queues: Sequence[str],
+    stale_after: timedelta | None = None,
 ) -> dict[str, Any]:
     """Worker liveness and queue depth: the maintenance duty's summary when it exists, else
-    the queue lengths straight from Redis (LLEN of each queue)."""
+    the queue lengths straight from Redis (LLEN of each queue). `stale_after` is the
+    config's `maintenance.worker_stale_after`, so the page calls a worker missing exactly
+    when the alert does."""
     summary = _optional("core.maintenance.summary", "workers_and_queues")
     if summary is not None:
         try:
             try:
-                found = dict(summary(session, now, queue_names=tuple(queues)))
+                limit = {} if stale_after is None else {"stale_after": stale_after}
+                found = dict(summary(session, now, queue_names=tuple(queues), **limit))
             except TypeError:  # an older signature without queue names
                 found = dict(summary(session, now))
             found.setdefault("source", "maintenance")

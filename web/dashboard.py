@@ -386,9 +386,13 @@ def api_workers(user: ApiUser, request: Request) -> dict[str, Any]:
 def _workers(request: Request) -> dict[str, Any]:
     from workers.app import QUEUES
 
+    try:
+        stale_after = _config(request).maintenance.worker_stale_after
+    except Exception:  # a config problem must not take the dashboard down
+        stale_after = None
     with _session() as session:
         found: dict[str, Any] = queries.workers_and_queues(
-            session, _now(request), _settings(request).broker_url, QUEUES
+            session, _now(request), _settings(request).broker_url, QUEUES, stale_after
         )
         return found
 

@@ -101,3 +101,19 @@ def test_an_oversized_login_body_is_refused_without_being_read_whole(
         response = client.post("/login", data=big, headers={"X-Forwarded-For": "10.7.7.7"})
     assert response.status_code == 413, response.text
     assert response.json()["detail"].startswith("body: larger than")
+
+
+def test_the_worker_panel_uses_the_configured_staleness_limit(clean_db: str) -> None:
+    from core.maintenance.host_metrics import HostSample, record_heartbeat
+
+    now = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
+    with session_scope() as session:
+        record_heartbeat(
+            session, "probes@w1", HostSample(0.1, 0.2, 0.3), now - timedelta(minutes=2)
+        )
+    with session_scope() as session:
+        found = queries.workers_and_queues(
+            session, now, None, ("probes",), stale_after=timedelta(minutes=5)
+        )
+    # Two minutes is past the 90 s default but inside the configured five minutes.
+    assert [(w["name"], w["alive"]) for w in found["workers"]] == [("probes@w1", True)]
