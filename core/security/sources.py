@@ -23,6 +23,8 @@ from core.backups.tools import Conn
 from core.security.findings import get_cursor, set_cursor
 from models.config_security import REQUIRED_FIELDS, STREAM_FIELDS, SourceConfig
 
+STATEMENT_TIMEOUT_MS = 60_000
+
 
 class BadEvent(ValueError):
     """A row that cannot be read: the message names the field and the reason."""
@@ -214,6 +216,8 @@ def ingest_query(
     with platform.connect(autocommit=False) as db, db.cursor(row_factory=dict_row) as cur:
         # Read-only: a source query can never change the platform's data.
         cur.execute("SET TRANSACTION READ ONLY")
+        # Bounded too: a slow source query (a missing index) must not hold the tick.
+        cur.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
         raw_rows = cur.execute(sql, params).fetchall()
         db.rollback()
     rows: list[dict[str, Any]] = []

@@ -399,6 +399,27 @@ def test_poison_lines_are_rejected_one_by_one_and_the_good_ones_stored(
     assert paths == ["/api/x\\x00.php"]
 
 
+def test_a_query_source_runs_read_only_under_a_statement_timeout(
+    clean_db: str, tmp_path: Path
+) -> None:
+    from core.backups.tools import Conn
+
+    settings = {
+        "name": "auth-query",
+        "stream": "auth",
+        "query": "SELECT 1 AS id, now() AS at, 'failure' AS outcome, "
+        "current_setting('statement_timeout') || '/' || current_setting('transaction_read_only')"
+        " AS account",
+    }
+    config = make_config(security={"sources": [settings]})
+    with session_scope() as session:
+        summary = ingest(session, list(config.security.sources), Conn.from_url(clean_db), T0)
+    assert summary["auth-query"]["stored"] == 1
+    with session_scope() as session:
+        (account,) = session.scalars(select(SecurityEvent.account)).all()
+    assert account == "1min/on"
+
+
 def test_a_half_written_line_waits_for_its_end(clean_db: str, tmp_path: Path) -> None:
     config = jail_config(tmp_path)
     path = tmp_path / "auth.jsonl"
