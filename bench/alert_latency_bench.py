@@ -16,6 +16,7 @@ Prints p50, p99 and the worst (goal: p99 <= 1 s).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import tempfile
 import time
@@ -121,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between waves")
     parser.add_argument("--burst", type=int, default=100, help="then this many at once")
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument(
+        "--dedicated-sweeper",
+        action="store_true",
+        help="one worker (-c 1) for probes and pipeline, another (-c 1) for escalations",
+    )
     options = parser.parse_args(argv)
     print(harness.machine())
     total = options.incidents + options.burst
@@ -155,10 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         print(harness.migrate(env))
         with psycopg.connect(**harness.libpq(database)) as conn:
             ids = {n: int(i) for i, n in conn.execute("SELECT id, name FROM checks").fetchall()}
-        with (
-            harness.worker(env, workdir, options.processes, queues="probes,pipeline,escalations"),
-            Celery(broker=broker) as client,
-        ):
+        with contextlib.ExitStack() as stack:
+            if options.dedicated_sweeper:
+                stack.enter_context(harness.worker(env, workdir, 1, queues="probes,pipeline"))
+                stack.enter_context(harness.worker(env, workdir, 1, queues="escalations"))
+            else:
+                queues = "probes,pipeline,escalations"
+                stack.enter_context(harness.worker(env, workdir, options.processes, queues))
+            client = stack.enter_context(Celery(broker=broker))
             waves = run_scenario(
                 client,
                 receiver,

@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -324,7 +325,7 @@ def worker(
     from celery import Celery
 
     log = workdir / f"worker-{uuid.uuid4().hex[:6]}.log"
-    name = f"bench-{uuid.uuid4().hex[:6]}@%h"
+    name = f"bench-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
     with open(log, "wb") as out:
         child = subprocess.Popen(
             eventops("worker", "-Q", queues, "-c", str(concurrency), "-n", name, "-l", "WARNING"),
@@ -336,7 +337,8 @@ def worker(
     try:
         with Celery(broker=env["EVENTOPS_BROKER_URL"]) as probe:
             deadline = time.monotonic() + 90
-            while not probe.control.ping(timeout=0.5):
+            # This worker's own answer: another bench worker may already be running.
+            while not probe.control.ping(destination=[name], timeout=0.5):
                 if child.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"worker did not start:\n{log.read_text()[-3000:]}")
         yield psutil.Process(child.pid)
