@@ -59,8 +59,12 @@ class Conn:
                 env[key] = value
         return env
 
-    def connect(self, autocommit: bool = True) -> psycopg.Connection:
+    def connect(
+        self, autocommit: bool = True, connect_timeout: int | None = None
+    ) -> psycopg.Connection:
         kwargs: dict[str, object] = {"dbname": self.dbname, "autocommit": autocommit}
+        if connect_timeout is not None:
+            kwargs["connect_timeout"] = connect_timeout
         for key in ("host", "port", "user", "password"):
             if getattr(self, key):
                 kwargs[key] = getattr(self, key)

@@ -14,6 +14,8 @@ from typing import Any
 import psycopg
 
 WRAPAROUND_LIMIT = 2**31  # transaction IDs before wraparound; Postgres stops ~3M short
+# Seconds to wait for a monitored database to accept a connection (the task has 50 s for all).
+CONNECT_TIMEOUT_S = 10
 
 Sample = tuple[str, str, float, datetime]
 
@@ -137,17 +139,24 @@ def postgres_samples(
 
 
 def collect_postgres(
-    targets: dict[str, str], now: datetime, top_n: int = 10
+    targets: dict[str, str],
+    now: datetime,
+    top_n: int = 10,
+    connect_timeout: int = CONNECT_TIMEOUT_S,
 ) -> tuple[list[Sample], dict[str, str]]:
     """Samples from every target (name -> SQLAlchemy or libpq URL), plus `pg_reachable`
-    (1/0) per target; a target that cannot be read is data (0 and its error), not a crash."""
+    (1/0) per target; a target that cannot be read is data (0 and its error), not a crash.
+
+    Connecting is bounded: a host that drops packets (a firewall change, a partition) would
+    otherwise hold the connect past the task's time limit, which kills the whole run, so
+    `pg_reachable` 0 was never written and the unreachable alert never fired."""
     from core.backups.tools import Conn
 
     samples: list[Sample] = []
     errors: dict[str, str] = {}
     for target, url in targets.items():
         try:
-            with Conn.from_url(url).connect() as db:
+            with Conn.from_url(url).connect(connect_timeout=connect_timeout) as db:
                 db.execute("SET statement_timeout = '30s'")
                 samples += postgres_samples(db, target, now, top_n)
             samples.append(("pg_reachable", target, 1.0, now))
