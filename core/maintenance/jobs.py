@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from core.backups.tools import Conn
 from core.maintenance.indexes import Finding, index_report
+from core.maintenance.pg_metrics import CONNECT_TIMEOUT_S
 from core.maintenance.query_analysis import query_report
 from core.maintenance.vacuum import vacuum_report
 from models.config_maintenance import ActionsWindow, MaintenanceConfig
@@ -139,6 +140,7 @@ def run_report(
     config: MaintenanceConfig,
     zone: str,
     now: datetime,
+    connect_timeout: int = CONNECT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Build, act on (if enabled) and store the `kind` report (indexes | vacuum | queries)
     for every target. Returns {target: {"findings": n, "actions": n} or {"error": ...}}."""
@@ -147,7 +149,9 @@ def run_report(
     summary: dict[str, Any] = {}
     for target, url in targets.items():
         try:
-            with Conn.from_url(url).connect(autocommit=True) as db:
+            # Bounded like the collector's: a database that never answers is an error in
+            # the summary, not a run held until its time limit.
+            with Conn.from_url(url).connect(autocommit=True, connect_timeout=connect_timeout) as db:
                 db.execute("SET statement_timeout = '5min'")
                 if kind == "indexes":
                     findings = index_report(

@@ -40,3 +40,26 @@ def test_a_database_that_never_answers_is_unreachable_data_within_the_timeout(
     reachable = {subject: value for name, subject, value, _ in samples if name == "pg_reachable"}
     assert reachable == {"platform-db": 0.0, "eventops-db": 1.0}
     assert set(errors) == {"platform-db"}
+
+
+@pytest.mark.timeout(30)
+def test_a_report_on_a_database_that_never_answers_is_an_error_within_the_timeout(
+    silent_server: int, clean_db: str
+) -> None:
+    from core.maintenance.jobs import run_report
+    from models.config_maintenance import MaintenanceConfig
+    from models.db import session_scope
+
+    now = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
+    url = f"postgresql://postgres@127.0.0.1:{silent_server}/shop"
+    summary = run_report(
+        "vacuum",
+        {"platform-db": url},
+        session_scope,
+        MaintenanceConfig(),
+        "UTC",
+        now,
+        connect_timeout=2,
+    )
+    assert set(summary) == {"platform-db"}
+    assert "error" in summary["platform-db"]
