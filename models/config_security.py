@@ -330,6 +330,32 @@ class SecurityConfig(_Strict):
     data_access: DataAccessConfig = Field(default_factory=DataAccessConfig)
     signatures: SignaturesConfig = Field(default_factory=SignaturesConfig)
 
+    @field_validator("first_lookback")
+    @classmethod
+    def _lookback(cls, value: timedelta) -> timedelta:
+        return _positive(value)
+
+    @model_validator(mode="after")
+    def _events_outlive_the_windows(self) -> SecurityConfig:
+        # The tick prunes events past keep_events after judging; the next windows still
+        # count failures up to findtime back (and the buckets whole), so pruning those
+        # would silently blind the jails.
+        windows = {
+            "failed_logins.findtime": self.failed_logins.findtime,
+            "failed_logins.account_findtime": self.failed_logins.account_findtime,
+            "api_abuse.bucket": self.api_abuse.bucket,
+            "data_access.bucket": self.data_access.bucket,
+            "signatures.bucket": self.signatures.bucket,
+        }
+        longest = max(windows, key=lambda name: windows[name])
+        needed = windows[longest] + self.settle
+        if self.keep_events < needed:
+            raise ValueError(
+                f"keep_events: {self.keep_events} is shorter than {longest} plus settle "
+                f"({needed}): events would be pruned before the detectors have judged them"
+            )
+        return self
+
     @field_validator("sources")
     @classmethod
     def _unique_names(cls, sources: list[SourceConfig]) -> list[SourceConfig]:

@@ -72,6 +72,14 @@ def test_bad_ignoreip_and_durations_name_the_field() -> None:
     ]
 
 
+def test_events_must_be_kept_longer_than_the_longest_detector_window() -> None:
+    (problem,) = problems({"keep_events": "1h"})
+    assert problem.startswith("security: keep_events: 1:00:00 is shorter than ")
+    assert "plus settle (1:01:00)" in problem
+    assert problems({"first_lookback": "0s"}) == ["security.first_lookback: must be positive"]
+    assert parse_config({"security": {"keep_events": "2h"}}).security.keep_events.days == 0
+
+
 def test_ignoreip_is_normalised_to_networks_postgres_accepts() -> None:
     config = parse_config({"security": {"failed_logins": {"ignoreip": ["10.1.2.3/8", "::1"]}}})
     assert config.security.failed_logins.ignoreip == ["10.0.0.0/8", "::1/128"]
