@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.backups.tools import Conn
@@ -296,6 +297,29 @@ def request_findings(
 # --- the daily run ----------------------------------------------------------------------------
 
 
+def still_expired(session: Session, retention: list[Finding]) -> list[Finding]:
+    """A rule that could not be checked this time (its query failed) says nothing about its
+    rows: its open `expired` finding is carried over as it was, so neither it nor the
+    retention incident resolves on a failed query."""
+    from models.compliance import ComplianceFinding
+
+    keys = [
+        "expired:" + f.key.removeprefix("unchecked:")
+        for f in retention
+        if f.key.startswith("unchecked:")
+    ]
+    if not keys:
+        return []
+    kept = session.scalars(
+        select(ComplianceFinding).where(
+            ComplianceFinding.check == "retention",
+            ComplianceFinding.resolved_at.is_(None),
+            ComplianceFinding.key.in_(keys),
+        )
+    )
+    return [Finding(k.key, k.severity, k.title, dict(k.evidence or {})) for k in kept]
+
+
 def run_privacy_checks(
     session: Session, config: EventopsConfig, platform: Conn, now: datetime
 ) -> dict[str, Any]:
@@ -309,6 +333,7 @@ def run_privacy_checks(
         access = access_logging_findings(db, cfg.access_logging, now)
         retention = retention_findings(db, list(cfg.retention), now)
         requests = request_findings(db, cfg.data_subject_requests, zone, now)
+    retention += still_expired(session, retention)
     summary = {
         "access-logging": sync_findings(session, "access-logging", access, now),
         "retention": sync_findings(session, "retention", retention, now),

@@ -108,6 +108,32 @@ def test_rows_kept_past_retention_are_counted_and_raise_an_incident(
     assert incident.status == "open" and "auth_events" in (incident.summary or "")
 
 
+def test_a_retention_rule_that_fails_to_run_keeps_its_finding_and_incident_open(
+    clean_db: str, platform: Conn
+) -> None:
+    rule = {"table": "auth_events", "column": "at", "keep": "14d"}
+    with session_scope() as session:
+        run_privacy_checks(session, config_for(retention=[rule]), platform, NOW)
+    assert set(findings_by_key("retention")) == {"expired:auth_events.at"}
+    # The next day the rule's query fails (a column renamed by a migration): nothing is known
+    # about the rows, so nothing may resolve.
+    broken = {**rule, "where": "no_such_column IS NULL"}
+    with session_scope() as session:
+        summary = run_privacy_checks(
+            session, config_for(retention=[broken]), platform, NOW + timedelta(days=1)
+        )
+    assert summary["retention"]["resolved"] == 0
+    assert set(findings_by_key("retention")) == {
+        "expired:auth_events.at",
+        "unchecked:auth_events.at",
+    }
+    with session_scope() as session:
+        incident = session.scalars(
+            select(Incident).where(Incident.fingerprint == RETENTION_FINGERPRINT)
+        ).one()
+    assert incident.status == "open"
+
+
 def test_overdue_data_subject_requests_are_found_by_their_regime(
     clean_db: str, platform: Conn
 ) -> None:
