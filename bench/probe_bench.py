@@ -8,7 +8,8 @@ blackbox_exporter (Debian's prometheus-blackbox-exporter, an http_2xx module of 
 private Redis, a scratch database on the local Postgres, and real eventops workers.
 
 - blackbox_exporter: `wrk` drives /probe?target=<close port> with 64 connections for
-  --seconds; its rate is the baseline (blackbox makes a new connection per probe by design).
+  --seconds, before every eventops mode and after the last; a mode's ratio is against the
+  mean of the blackbox runs around it (blackbox makes a new connection per probe by design).
   wrk straight at nginx shows the driver and the target are not the limit.
 - eventops: `probes.run_batch` tasks (the same task beat's dispatch fans out, --batch probes
   each) are kept queued for a worker; each probe's outcome is inserted, its check's state
