@@ -135,7 +135,15 @@ def test_app_service_commands_are_registered_cli_commands_with_existing_options(
     services: dict[str, dict[str, Any]],
 ) -> None:
     apps = app_services(services)
-    assert set(apps) == {"migrate", "worker-probes", "worker-slow", "beat", "flower", "dashboard"}
+    assert set(apps) == {
+        "migrate",
+        "worker-probes",
+        "worker-escalations",
+        "worker-slow",
+        "beat",
+        "flower",
+        "dashboard",
+    }
     for name, svc in apps.items():
         args = svc["command"]
         assert isinstance(args, list) and all(isinstance(a, str) for a in args), name
