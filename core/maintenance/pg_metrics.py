@@ -91,10 +91,12 @@ def postgres_samples(
     else:
         replicas = db.execute(
             # A caught-up, idle standby shows NULL lag times (0 here); a WAL receiver such as
-            # pg_receivewal replays nothing, so its flush position is what counts.
+            # pg_receivewal replays nothing, so its flush position is what counts; a standby
+            # that has not sent its first feedback yet has only the position sent to it.
             "SELECT coalesce(nullif(application_name, ''), client_addr::text, pid::text),"
             " extract(epoch FROM coalesce(replay_lag, flush_lag, write_lag, '0')),"
-            " pg_wal_lsn_diff(pg_current_wal_lsn(), coalesce(replay_lsn, flush_lsn))"
+            " pg_wal_lsn_diff(pg_current_wal_lsn(),"
+            "  coalesce(replay_lsn, flush_lsn, write_lsn, sent_lsn))"
             " FROM pg_stat_replication"
         ).fetchall()
         add("pg_replicas", len(replicas))
