@@ -277,3 +277,25 @@ def test_config_check_accepts_a_good_file(repo_root: Path, tmp_path: Path) -> No
     result = run_config_check(repo_root, path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: 1 checks, 1 channels")
+
+
+@pytest.mark.parametrize("value", [1e20, "99999999999d", float("inf"), float("nan")])
+def test_a_duration_beyond_timedelta_is_a_field_error_not_an_overflow(value: object) -> None:
+    with pytest.raises(ValueError, match="finite duration"):
+        parse_duration(value)
+
+
+def test_a_channel_url_apprise_cannot_use_names_its_scheme_and_never_echoes_the_url() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"channels": [{"name": "x", "url": "nosuchscheme://token-123@host/p"}]})
+    assert error.value.problems == [
+        "channels[0].url: Apprise cannot use this URL ('nosuchscheme' unknown, or a required "
+        "part missing)"
+    ]
+    assert "token-123" not in str(error.value)
+
+
+def test_an_unknown_key_with_dots_or_spaces_is_quoted_in_its_path() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"network": {"allow internal.x": []}})
+    assert error.value.problems == ["network['allow internal.x']: unknown field"]
