@@ -10,6 +10,10 @@ once, every address it resolves to is checked, and the connection goes to the ch
 address. So a DNS answer that changes between a check and the connect (DNS rebinding), a
 name that points at 127.0.0.1, and every redirect hop (each opens its own connection) all
 meet the same rule.
+
+Two ways in, one rule: `GuardedResolver` for the probes' aiohttp transport
+(core/aiohttp_transport.py, which also checks IP-literal hosts itself, since aiohttp never
+asks a resolver about those), and `GuardedBackend` for an httpcore network backend.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpcore
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 from httpcore._backends.auto import AutoBackend
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -74,6 +80,40 @@ class AddressPolicy:
             address = address.ipv4_mapped
         return any(address in network for network in self.networks)
 
+    def check(self, host: str, addresses: Iterable[IPAddress]) -> None:
+        """Raise BlockedAddress unless every address passes.
+
+        All of them, not the first: a name that answers with one public and one private
+        address must not get through on the public one and connect to the private one.
+        """
+        for address in addresses:
+            if not self.allows(host, address):
+                raise BlockedAddress(host, str(address))
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver (getaddrinfo in a thread) with every answer checked against the policy.
+
+    aiohttp connects only to the addresses a resolver returns, so the connection goes to
+    what was checked. Its DNS cache (10 s) holds only answers that passed, and a refusal
+    reaches the probe as BlockedAddress itself (aiohttp wraps only OSError as a DNS error).
+    Build it inside the running loop, as aiohttp's TCPConnector must be.
+    """
+
+    def __init__(self, policy: AddressPolicy, inner: AbstractResolver | None = None) -> None:
+        self.policy = policy
+        self._inner = inner or ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answers = await self._inner.resolve(host, port, family)
+        self.policy.check(host, (ipaddress.ip_address(answer["host"]) for answer in answers))
+        return answers
+
+    async def close(self) -> None:
+        await self._inner.close()
+
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network backend with every TCP connect checked against the policy."""
@@ -109,11 +149,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             # The probe names this `dns`, as it would without the guard.
             raise httpcore.ConnectError(str(error)) from error
         addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
-        # All of them, not the first: a name that answers with one public and one private
-        # address must not get through on the public one and connect to the private one.
-        for address in addresses:
-            if not self.policy.allows(host, address):
-                raise BlockedAddress(host, str(address))
+        self.policy.check(host, addresses)
         return str(addresses[0])
 
     async def connect_unix_socket(

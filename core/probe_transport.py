@@ -1,4 +1,7 @@
-"""The probes' httpx transport: httpcore's HTTP/1.1 connections, kept in a free list per origin.
+"""httpcore's HTTP/1.1 connections, kept in a free list per origin: the probes' transport
+before core/aiohttp_transport.py, kept as the baseline that bench/transport_bench.py measures
+the aiohttp transport against (and as the httpcore-based fallback, with netguard's
+GuardedBackend as its network backend).
 
 Why not httpx's default transport: httpcore's connection pool rescans every connection for
 every queued request each time a request starts or finishes, so a batch of 100 concurrent

@@ -14,11 +14,10 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from httpcore._backends.auto import AutoBackend
 
+from core.aiohttp_transport import AiohttpTransport
 from core.clock import utcnow
-from core.netguard import AddressPolicy, BlockedAddress, GuardedBackend
-from core.probe_transport import FreeListTransport
+from core.netguard import AddressPolicy, BlockedAddress
 
 USER_AGENT = "eventops-probe/0.1 (+https://eventpros.co.nz)"
 MAX_REDIRECTS = 5
@@ -86,22 +85,24 @@ class ProbeResult:
 
 
 def make_client(
-    max_connections: int = 200, policy: AddressPolicy | None = None, keepalive: bool = True
+    policy: AddressPolicy | None = None,
+    keepalive: bool = True,
+    ssl_context: ssl.SSLContext | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
     """The long-lived client of a worker process (building one costs ~19 ms of CPU).
 
     With a policy, every connection (redirect hops included) is checked by the SSRF guard;
-    workers always pass one (workers/runtime.py). The transport keeps idle connections in a
-    free list per origin (core/probe_transport.py: httpx's default pool costs O(n^2) CPU in
-    the number of concurrent probes); `keepalive=False` opens a new connection per request.
+    workers always pass one (workers/runtime.py). The transport is aiohttp's HTTP/1.1 under
+    httpx's API (core/aiohttp_transport.py; measured against the alternatives by
+    bench/transport_bench.py), with no connection limit; `keepalive=False` opens a new
+    connection per request. `ssl_context` replaces the default trust store (tests use it
+    to trust their own CA). `transport` replaces the whole transport (the benchmark's
+    comparisons); the other arguments are then ignored.
     """
-    transport = FreeListTransport(
-        network_backend=GuardedBackend(policy) if policy is not None else AutoBackend(),
-        keepalive=keepalive,
-        max_idle_per_origin=max_connections,
-    )
     return httpx.AsyncClient(
-        transport=transport,
+        transport=transport
+        or AiohttpTransport(policy=policy, ssl_context=ssl_context, keepalive=keepalive),
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
         headers={"User-Agent": USER_AGENT},
@@ -180,17 +181,28 @@ def _parsed_url(url: str) -> httpx.URL:
 
 def classify_transport_error(error: BaseException) -> tuple[str, str]:
     """Name a connection failure by the lowest-level cause httpx wrapped."""
+    tls_failed = False
     for cause in _causes(error):
+        # aiohttp's connector errors are ssl errors themselves (ClientConnectorCertificateError
+        # is an ssl.CertificateError) without ssl's details: the one beneath has them.
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return Reason.TLS, cause.verify_message or "certificate verification failed"
+            tls_failed = True
+            if getattr(cause, "verify_message", None):
+                return Reason.TLS, cause.verify_message
+            continue
         if isinstance(cause, ssl.SSLError):
-            return Reason.TLS, cause.reason or "TLS handshake failed"
+            tls_failed = True
+            if getattr(cause, "reason", None):
+                return Reason.TLS, cause.reason
+            continue
         if isinstance(cause, socket.gaierror):
             return Reason.DNS, "host name does not resolve"
         if isinstance(cause, ConnectionRefusedError) or (
             isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED
         ):
             return Reason.REFUSED, "connection refused"
+    if tls_failed:
+        return Reason.TLS, "TLS handshake failed"
     # Before the text checks below: a protocol error's message quotes the peer's bytes
     # ("illegal status line: ..."), so a server must not pick its own reason by sending
     # words like "SSL" or "refused".

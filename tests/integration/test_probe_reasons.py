@@ -8,6 +8,8 @@ that misbehaves in one specific way, and checks the outcome `probe()` turns it i
 from __future__ import annotations
 
 import asyncio
+import gzip
+import os
 import shutil
 import socket
 import ssl
@@ -460,6 +462,158 @@ def test_connection_reset_by_the_server_is_connection_error_not_an_exception(
 
     assert_down(result, Reason.CONNECTION)
     assert elapsed < 1.0
+    # One connection: the failure is reported, not retried (aiohttp would resend once).
+    assert len(server.threads) == 1
+
+
+# --------------------------------------------------------------------------- the transport
+
+
+def keepalive_routes(
+    body: bytes = b"ok", headers: str = "", heads: list[bytes] | None = None
+) -> Handler:
+    """Answers every request on a connection until the client hangs up (HTTP/1.1 keep-alive);
+    keeps each request head in `heads` when given."""
+
+    def handler(conn: socket.socket, stop: threading.Event) -> None:
+        while True:
+            head = read_request_head(conn, stop)
+            if heads is not None:
+                heads.append(head)
+            close = b"connection: close" in head.lower()
+            conn.sendall(
+                f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{headers}\r\n".encode() + body
+            )
+            if close:
+                return
+
+    return handler
+
+
+def probe_sequentially(client: httpx.AsyncClient, url: str, count: int) -> list[ProbeResult]:
+    async def main() -> list[ProbeResult]:
+        try:
+            return [await probe(client, target(url)) for _ in range(count)]
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def test_keepalive_client_reuses_one_connection(serve: Callable[..., RawServer]) -> None:
+    server = serve(keepalive_routes())
+
+    results = probe_sequentially(make_client(), server.url("/"), 5)
+
+    assert all(r.status == "up" for r in results), results
+    assert len(server.threads) == 1
+
+
+def test_client_without_keepalive_opens_a_connection_per_probe_and_says_close(
+    serve: Callable[..., RawServer],
+) -> None:
+    heads: list[bytes] = []
+    server = serve(keepalive_routes(heads=heads))
+
+    results = probe_sequentially(make_client(keepalive=False), server.url("/"), 5)
+
+    assert all(r.status == "up" for r in results), results
+    assert len(server.threads) == 5
+    assert all(b"connection: close" in head.lower() for head in heads), heads
+
+
+def test_closing_the_client_closes_its_idle_connections(serve: Callable[..., RawServer]) -> None:
+    hung_up = threading.Event()
+
+    def serve_until_hang_up(conn: socket.socket, stop: threading.Event) -> None:
+        try:
+            keepalive_routes()(conn, stop)
+        except ConnectionAbortedError:  # read_request_head saw the client close
+            hung_up.set()
+
+    server = serve(serve_until_hang_up)
+
+    results = probe_sequentially(make_client(), server.url("/"), 1)
+
+    assert results[0].status == "up"
+    assert hung_up.wait(2.0), "the idle keep-alive connection stayed open after aclose()"
+
+
+def test_client_built_outside_a_loop_works_in_each_loop_that_uses_it(
+    serve: Callable[..., RawServer],
+) -> None:
+    # workers/runtime.py builds the client before its loop runs, and run() makes a new
+    # loop if the old one was closed: the transport's aiohttp session follows the loop.
+    server = serve(keepalive_routes())
+    client = make_client()
+
+    first = asyncio.run(probe(client, target(server.url("/"))))
+    second = asyncio.run(probe(client, target(server.url("/"))))
+    asyncio.run(client.aclose())
+
+    assert (first.status, second.status) == ("up", "up"), (first, second)
+
+
+def test_many_concurrent_probes_are_not_held_back_by_a_connection_limit(
+    serve: Callable[..., RawServer],
+) -> None:
+    # The server answers nobody until all of them are connected and waiting: with any cap
+    # on connections below `count` the probes would time out instead.
+    count = 150
+    all_arrived = threading.Event()
+    waiting = [0]
+    lock = threading.Lock()
+
+    def barrier(conn: socket.socket, stop: threading.Event) -> None:
+        read_request_head(conn, stop)
+        with lock:
+            waiting[0] += 1
+            if waiting[0] == count:
+                all_arrived.set()
+        while not all_arrived.wait(0.05):
+            if stop.is_set():
+                return
+        respond(conn, "200 OK", b"ok")
+
+    server = serve(barrier)
+    targets = [target(server.url("/"), timeout_s=10.0, check_id=i) for i in range(count)]
+
+    async def main() -> list[ProbeResult]:
+        client = make_client()
+        try:
+            return await probe_all(client, targets, concurrency=count)
+        finally:
+            await client.aclose()
+
+    results = asyncio.run(main())
+
+    assert all(r.status == "up" for r in results), [r for r in results if not r.ok][:3]
+    assert len(server.threads) == count
+
+
+def test_compressed_body_counts_as_sent_against_max_body_bytes(
+    serve: Callable[..., RawServer],
+) -> None:
+    # 1 MB of zeros gzipped is about 1 KB: the limit counts the bytes on the wire, as
+    # httpx's aiter_raw() gives them (the transport does not decompress).
+    small_on_the_wire = gzip.compress(b"\0" * 1_000_000)
+    assert len(small_on_the_wire) < 5_000
+    server = serve(keepalive_routes(small_on_the_wire, "Content-Encoding: gzip\r\n"))
+
+    result = run_probe(target(server.url("/"), max_body_bytes=10_000))
+
+    assert result.status == "up", result
+
+
+def test_compressed_body_over_the_limit_on_the_wire_is_body_too_large(
+    serve: Callable[..., RawServer],
+) -> None:
+    large_on_the_wire = gzip.compress(os.urandom(50_000))  # random bytes do not compress
+    server = serve(keepalive_routes(large_on_the_wire, "Content-Encoding: gzip\r\n"))
+
+    result = run_probe(target(server.url("/"), max_body_bytes=10_000))
+
+    assert_down(result, Reason.BODY_TOO_LARGE)
 
 
 # --------------------------------------------------------------------------- TLS
@@ -534,13 +688,11 @@ def server_tls(cert_and_key: tuple[Path, Path]) -> ssl.SSLContext:
 
 
 def client_trusting(ca: Path) -> Callable[[], httpx.AsyncClient]:
-    """A client like make_client() that also trusts the test CA, so that a failure is
-    about the one thing under test (expiry, host name) and not about an unknown issuer."""
+    """make_client() (the production transport) trusting only the test CA, so that a failure
+    is about the one thing under test (expiry, host name) and not about an unknown issuer."""
 
     def factory() -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            verify=ssl.create_default_context(cafile=str(ca)), follow_redirects=True
-        )
+        return make_client(ssl_context=ssl.create_default_context(cafile=str(ca)))
 
     return factory
 

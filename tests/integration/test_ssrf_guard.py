@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 
-from core.netguard import AddressPolicy, is_internal
+from core.netguard import AddressPolicy, BlockedAddress, GuardedResolver, is_internal
 from core.probing import ProbeResult, ProbeTarget, Reason, make_client, probe
 from models.config import ConfigError
 from tests.conftest import make_config
@@ -44,8 +46,16 @@ class CountingServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer((host, 0), Handler)
-        self.url = f"http://{host}:{self.httpd.server_address[1]}/"
+        server_class = ThreadingHTTPServer
+        if ":" in host:
+
+            class IPv6Server(ThreadingHTTPServer):
+                address_family = socket.AF_INET6
+
+            server_class = IPv6Server
+        self.httpd = server_class((host, 0), Handler)
+        literal = f"[{host}]" if ":" in host else host
+        self.url = f"http://{literal}:{self.httpd.server_address[1]}/"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
@@ -155,3 +165,73 @@ def test_malformed_allow_list_entry_names_the_field() -> None:
         make_config(network={"allow_internal": ["10.0.0.0/8", "not a host!"]})
     assert "network.allow_internal" in str(error.value)
     assert "not a host!" in str(error.value)
+
+
+# ------------------------------------------------- the aiohttp transport's two ways in
+
+
+class FixedAnswers(AbstractResolver):
+    """A DNS that answers every name with these addresses (no traffic leaves loopback)."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = addresses
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(hostname=host, host=a, port=port, family=socket.AF_INET, proto=0, flags=0)
+            for a in self.addresses
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+def test_resolver_refuses_a_name_when_any_one_of_its_addresses_is_internal() -> None:
+    policy = AddressPolicy.from_allow_list(["127.0.0.1/32"])
+
+    async def resolve(*answers: str) -> list[ResolveResult]:
+        return await GuardedResolver(policy, FixedAnswers(*answers)).resolve("multi.test", 80)
+
+    assert [a["host"] for a in asyncio.run(resolve("127.0.0.1"))] == ["127.0.0.1"]
+    # The allowed address first: the second one must still be looked at.
+    with pytest.raises(BlockedAddress) as refused:
+        asyncio.run(resolve("127.0.0.1", "127.0.0.2"))
+    assert refused.value.address == "127.0.0.2"
+
+
+def test_resolver_reports_a_name_that_does_not_resolve_as_the_gaierror() -> None:
+    async def resolve() -> None:
+        await GuardedResolver(AddressPolicy()).resolve("no-such-host.invalid", 80)
+
+    with pytest.raises(socket.gaierror):
+        asyncio.run(resolve())
+
+
+def test_ipv6_loopback_literal_is_refused_before_connecting() -> None:
+    # aiohttp never hands an IP literal to the resolver: the transport checks it itself.
+    internal = CountingServer(host="::1")
+    try:
+        result = probe_with(AddressPolicy(), internal.url)
+        assert (result.status, result.reason) == ("down", Reason.BLOCKED_ADDRESS)
+        assert internal.hits == 0
+        allowed = probe_with(AddressPolicy.from_allow_list(["::1"]), internal.url)
+        assert allowed.status == "up"
+        assert internal.hits == 1
+    finally:
+        internal.close()
+
+
+@pytest.mark.parametrize("numeric_host", ["2130706433", "127.1", "0x7f000001"])
+def test_legacy_numeric_form_of_loopback_never_reaches_the_server(
+    server: CountingServer, numeric_host: str
+) -> None:
+    # socket maps each onto 127.0.0.1. The all-digit ones look like literals to aiohttp, so
+    # they never meet the resolver: refused as invalid. The hex one is resolved as a name and
+    # its answer checked. Neither way gets through without an allow-list entry.
+    url = server.url.replace("127.0.0.1", numeric_host)
+    result = probe_with(AddressPolicy(), url)
+    assert result.status == "down"
+    assert result.reason in {Reason.INVALID_URL, Reason.BLOCKED_ADDRESS}, result
+    assert server.hits == 0

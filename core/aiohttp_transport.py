@@ -1,0 +1,210 @@
+"""The probes' httpx transport: aiohttp does the HTTP/1.1 wire work, httpx stays the API.
+
+Why: the probe's CPU was mostly httpcore's and httpx's own (bench/RESULTS.md, P1), and
+aiohttp parses HTTP in C and keeps its connection pool in O(1) per request. Probe code is
+unchanged: `client.stream(...)`, `reply.aiter_raw()`, httpx's redirects (every hop comes
+back through this transport and the SSRF guard), httpx's exceptions.
+
+What the transport promises (tests/integration/test_probe_reasons.py, test_ssrf_guard.py):
+
+- The SSRF guard at connect time: host names go through `GuardedResolver` (every resolved
+  address is checked; aiohttp connects only to what it returned), and IP-literal hosts are
+  checked here, because aiohttp never asks a resolver about a literal. aiohttp's TCP
+  connector cannot reach a unix socket at all.
+- aiohttp's exceptions come out as httpx's (ConnectError, ConnectTimeout, ReadTimeout,
+  RemoteProtocolError, ReadError), with aiohttp's as `__cause__`, so
+  `core.probing.classify_transport_error` finds the ssl, DNS or refused error beneath.
+- aiohttp neither follows redirects (httpx does) nor decompresses: the body is the bytes
+  after de-chunking and before content decoding, what httpx's `aiter_raw()` gives, so
+  `max_body_bytes` counts the body as sent, compressed or not.
+- No connection limit (a batch's 100 to 500 concurrent probes never queue for a slot);
+  keep-alive by default, `keepalive=False` for a new connection per request.
+- aiohttp's session belongs to an event loop, so it is made on the first request, in the
+  loop that runs it (workers/runtime.py builds the client before its loop runs; a prefork
+  child builds its own client, workers/runtime.reset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Mapping
+
+import aiohttp
+import httpx
+from multidict import CIMultiDict
+from yarl import URL
+
+from core.netguard import AddressPolicy, GuardedResolver
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 over one aiohttp session, made lazily in the loop that sends the requests."""
+
+    def __init__(
+        self,
+        *,
+        policy: AddressPolicy | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        keepalive: bool = True,
+        keepalive_expiry: float = 5.0,
+    ) -> None:
+        self._policy = policy
+        self._ssl_context = ssl_context or httpx.create_ssl_context()
+        self._keepalive = keepalive
+        self._keepalive_expiry = keepalive_expiry
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
+
+    def _session_of_this_loop(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is not None and self._session_loop is loop:
+            return self._session
+        # First request, or a new loop: a session cannot move between loops, and the old
+        # loop's connections went with it.
+        resolver = GuardedResolver(self._policy) if self._policy is not None else None
+        # limit=0: no cap on connections, so a batch's probes never queue for a slot.
+        if self._keepalive:
+            connector = aiohttp.TCPConnector(
+                limit=0,
+                ssl=self._ssl_context,
+                resolver=resolver,
+                keepalive_timeout=self._keepalive_expiry,
+            )
+        else:  # aiohttp refuses a keepalive_timeout together with force_close
+            connector = aiohttp.TCPConnector(
+                limit=0, ssl=self._ssl_context, resolver=resolver, force_close=True
+            )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            # Per-request timeouts come from httpx; the probe's overall deadline is its own.
+            timeout=aiohttp.ClientTimeout(total=None),
+            auto_decompress=False,
+            trust_env=False,
+            # httpx keeps the cookies; a second jar here would replay them twice.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        # aiohttp resends an idempotent request once on a new connection after the server
+        # closed or reset the first, even when that was a fresh connection: a broken
+        # server would get two requests per probe and a flapping one would look healthy.
+        # httpcore never retried either.
+        session._retry_connection = False
+        self._session, self._session_loop = session, loop
+        return session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(
+                f"Request URL has an unsupported protocol '{url.scheme}://'"
+                if url.scheme
+                else "Request URL is missing an 'http://' or 'https://'"
+            )
+        if self._policy is not None:
+            literal = _ip_literal(url.host)
+            if literal is not None:
+                self._policy.check(url.host, (literal,))
+        headers = CIMultiDict(request.headers.multi_items())
+        if not self._keepalive:
+            # httpx asks for keep-alive by default; aiohttp says `close` when it is unset.
+            headers.popall("Connection", None)
+        body = await request.aread()
+        try:
+            response = await self._session_of_this_loop().request(
+                request.method,
+                _yarl_url(str(url)),
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                timeout=_client_timeout(request.extensions.get("timeout", {})),
+                server_hostname=request.extensions.get("sni_hostname"),
+            )
+        except (aiohttp.ClientError, OSError) as error:
+            raise _as_httpx_error(error) from error
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_ResponseBody(response),
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+
+class _ResponseBody(httpx.AsyncByteStream):
+    """The body as it arrives; closing it returns the connection to the pool when the body
+    was read to the end, and closes it otherwise (aiohttp decides, per connection)."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientError, OSError) as error:
+            raise _as_httpx_error(error) from error
+
+    async def aclose(self) -> None:
+        self._response.release()
+
+
+def _as_httpx_error(error: BaseException) -> Exception:
+    """The httpx exception that httpcore would have raised for the same failure."""
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(str(error))
+    if isinstance(error, TimeoutError):  # aiohttp's ServerTimeoutError is one
+        return httpx.ReadTimeout(str(error) or "read timed out")
+    if isinstance(error, aiohttp.ClientConnectorError):
+        # DNS, refused, TLS: classify_transport_error names it from the cause chain.
+        return httpx.ConnectError(str(error))
+    if isinstance(error, aiohttp.ClientResponseError):
+        # The HTTP parser's error (a garbage status line, bad headers). The message is
+        # aiohttp's description, which may quote the peer's bytes; the reason never
+        # comes from that text (classify_transport_error checks the type first).
+        return httpx.RemoteProtocolError(error.message or "invalid HTTP response")
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return httpx.RemoteProtocolError(
+            f"peer closed connection without sending complete message body: {error}"
+        )
+    if isinstance(error, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        return httpx.InvalidURL(type(error).__name__)
+    # A reset or another socket error on an established connection.
+    return httpx.ReadError(str(error) or type(error).__name__)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address when `host` is an IP literal, which aiohttp connects to without asking
+    the resolver; None for a name. Raises httpx.InvalidURL for a host that aiohttp would
+    take for a literal but is not a canonical one (`127.1`, `2130706433`): aiohttp refuses
+    those too, and the guard must not depend on that."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        # aiohttp's own test for "looks like an IP address" (helpers.is_ip_address).
+        if ":" in host or host.replace(".", "").isdigit():
+            raise httpx.InvalidURL(f"{host!r} is not a canonical IP address") from None
+        return None
+
+
+@functools.lru_cache(maxsize=16_384)
+def _yarl_url(url: str) -> URL:
+    """httpx's URL is already parsed and percent-encoded: yarl takes it as it is, once."""
+    return URL(url, encoded=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout_cached(connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+
+
+def _client_timeout(timeouts: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
+    """httpx's per-request connect and read timeouts (a connect includes the TLS handshake)."""
+    return _client_timeout_cached(timeouts.get("connect"), timeouts.get("read"))
