@@ -126,6 +126,43 @@ def test_a_late_older_outcome_is_stored_but_does_not_move_state_backwards(clean_
     with session_scope() as session:
         check = session.get(Check, check_id)
     assert check is not None and check.status == "up"
+    # The latest-status columns still describe minute 5, not the late minute 4.
+    assert (check.last_slot, check.last_latency_ms, check.last_reason) == (
+        T0 + timedelta(minutes=5),
+        12.0,
+        None,
+    )
+
+
+def test_a_check_the_caller_already_loaded_shows_the_state_the_batch_wrote(
+    clean_db: str,
+) -> None:
+    # The write path updates checks past the ORM; an object loaded earlier in the same
+    # session must not keep answering with the old state.
+    check_id = one_check(alert_threshold=3)
+    with session_scope() as session:
+        check = session.get_one(Check, check_id)
+        assert check.status == "unknown"
+        record_outcomes(session, [outcome(check_id, 0, False)], CONFIG, now=T0)
+        assert (check.status, check.consecutive_failures, check.last_reason) == (
+            "failing",
+            1,
+            "bad_status",
+        )
+
+
+def test_an_outcome_whose_detail_holds_nul_and_broken_unicode_is_stored(clean_db: str) -> None:
+    # A hostile endpoint picks the words a protocol error quotes; Postgres text cannot hold
+    # NUL or a lone surrogate, and the batch must not fail over them.
+    check_id = one_check()
+    slot = T0
+    hostile = ProbeResult(
+        check_id, slot, slot, "down", 3.0, None, "protocol_error", "bad line: \x00\udcff end"
+    )
+    assert feed(hostile).written == 1
+    with session_scope() as session:
+        stored = session.scalars(select(Outcome.detail)).one()
+    assert stored == "bad line: \ufffd? end"
 
 
 def test_a_failure_soon_after_resolution_reopens_the_same_incident(clean_db: str) -> None:
