@@ -23,7 +23,7 @@ from sqlalchemy import text
 
 from bench import harness
 from core.clock import utcnow
-from core.pipeline import record_outcomes
+from core.pipeline import insert_outcomes, record_outcomes
 from core.probing import ProbeResult, Reason
 from models import db
 from models.config import parse_config
@@ -102,6 +102,21 @@ def copy_rows(url: str, rows: list[ProbeResult], batch: int) -> float:
         return len(rows) / (time.perf_counter() - started)
 
 
+def insert_only_rows(url: str, rows: list[ProbeResult], batch: int) -> float:
+    """Rows per second through the write path's outcome INSERT alone (no check state), one
+    committed transaction per batch, into an emptied outcomes table: where the write path's
+    time goes, next to COPY."""
+    with psycopg.connect(**harness.libpq(url)) as conn:
+        conn.execute("TRUNCATE outcomes")
+    with psycopg.connect(**{**harness.libpq(url), "autocommit": False}) as conn:
+        started = time.perf_counter()
+        for start in range(0, len(rows), batch):
+            with conn.cursor() as cursor:
+                insert_outcomes(cursor, rows[start : start + batch])
+            conn.commit()
+        return len(rows) / (time.perf_counter() - started)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checks", type=int, default=1000)
@@ -131,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         copy_rate = copy_rows(url, rows, len(rows))
         copy_load = harness.load()
         batched_copy_rate = copy_rows(url, rows, options.batch)
+        insert_only_rate = insert_only_rows(url, rows, options.batch)
         print(
             f"record_outcomes, batches of {options.batch}: {len(rows):,} rows in "
             f"{pipeline_s:.2f} s = {pipeline_rate:,.0f} rows/s (load {pipeline_load})"
@@ -139,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"one COPY per {options.batch} rows, each committed: {batched_copy_rate:,.0f} rows/s "
             f"(load {harness.load()})"
+        )
+        print(
+            f"the outcome INSERT alone, batches of {options.batch}: {insert_only_rate:,.0f} rows/s"
+            f" = {insert_only_rate / copy_rate:.2f} of one COPY"
         )
         print(f"ratio pipeline / one COPY: {pipeline_rate / copy_rate:.2f} (goal >= 0.5)")
         print(

@@ -107,6 +107,9 @@ def problem_for_check(check: Check, result: ProbeResult, consecutive_failures: i
     )
 
 
+OutcomeKey = tuple[int, datetime]  # (check id, slot)
+
+
 @dataclass
 class LockedCheck:
     """The state of one check row, read under its lock, advanced in Python, written back."""
@@ -207,8 +210,7 @@ def record_outcomes(
     connection = session.connection().connection.driver_connection
     assert isinstance(connection, psycopg.Connection)
     with connection.cursor() as cursor:
-        cursor.execute(_INSERT_OUTCOMES, (_json([_outcome_record(r) for r in results]),))
-        fresh_keys = set(cursor.fetchall())
+        fresh_keys = insert_outcomes(cursor, results)
         summary.written = len(fresh_keys)
         summary.duplicates = len(results) - len(fresh_keys)
         # An outcome for a minute already rolled up queues that minute for a re-roll.
@@ -231,6 +233,12 @@ def record_outcomes(
     for event in events:
         _raise_or_resolve(session, event, config, now, summary)
     return summary
+
+
+def insert_outcomes(cursor: psycopg.Cursor, results: Sequence[ProbeResult]) -> set[OutcomeKey]:
+    """Store the outcomes not stored yet, in one statement; the keys of those written."""
+    cursor.execute(_INSERT_OUTCOMES, (_json([_outcome_record(r) for r in results]),))
+    return set(cursor.fetchall())
 
 
 def advance_check(check: LockedCheck, results: list[ProbeResult]) -> list[CheckEvent]:
