@@ -64,6 +64,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             return self._session
         # First request, or a new loop: a session cannot move between loops, and the old
         # loop's connections went with it.
+        if self._session is not None:
+            # Nothing can be awaited on the old loop any more: drop its pool without it, so
+            # aiohttp does not log an unclosed session or connector when they are collected.
+            stale, self._session = self._session, None
+            if stale.connector is not None:
+                stale.connector._close()
+            stale.detach()
         resolver = GuardedResolver(self._policy) if self._policy is not None else None
         # limit=0: no cap on connections, so a batch's probes never queue for a slot.
         if self._keepalive:

@@ -540,7 +540,7 @@ def test_closing_the_client_closes_its_idle_connections(serve: Callable[..., Raw
 
 
 def test_client_built_outside_a_loop_works_in_each_loop_that_uses_it(
-    serve: Callable[..., RawServer],
+    serve: Callable[..., RawServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     # workers/runtime.py builds the client before its loop runs, and run() makes a new
     # loop if the old one was closed: the transport's aiohttp session follows the loop.
@@ -552,6 +552,8 @@ def test_client_built_outside_a_loop_works_in_each_loop_that_uses_it(
     asyncio.run(client.aclose())
 
     assert (first.status, second.status) == ("up", "up"), (first, second)
+    # The first loop's session was let go cleanly, not left for aiohttp to complain about.
+    assert "Unclosed" not in caplog.text
 
 
 def test_many_concurrent_probes_are_not_held_back_by_a_connection_limit(
