@@ -64,13 +64,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             return self._session
         # First request, or a new loop: a session cannot move between loops, and the old
         # loop's connections went with it.
-        if self._session is not None:
-            # Nothing can be awaited on the old loop any more: drop its pool without it, so
-            # aiohttp does not log an unclosed session or connector when they are collected.
-            stale, self._session = self._session, None
-            if stale.connector is not None:
-                stale.connector._close()
-            stale.detach()
+        self._let_go_of_session()
         resolver = GuardedResolver(self._policy) if self._policy is not None else None
         # limit=0: no cap on connections, so a batch's probes never queue for a slot.
         if self._keepalive:
@@ -136,10 +130,22 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             stream=_ResponseBody(response),
         )
 
+    def _let_go_of_session(self) -> None:
+        """Drop the session of another (usually closed) loop: nothing can be awaited there,
+        so its pool is closed without it, and aiohttp does not log an unclosed session or
+        connector at ERROR when they are collected."""
+        stale, self._session = self._session, None
+        if stale is not None:
+            if stale.connector is not None:
+                stale.connector._close()
+            stale.detach()
+
     async def aclose(self) -> None:
-        if self._session is not None:
+        if self._session is not None and self._session_loop is asyncio.get_running_loop():
             session, self._session = self._session, None
             await session.close()
+        else:
+            self._let_go_of_session()
 
 
 class _ResponseBody(httpx.AsyncByteStream):
