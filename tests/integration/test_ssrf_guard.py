@@ -235,3 +235,12 @@ def test_legacy_numeric_form_of_loopback_never_reaches_the_server(
     assert result.status == "down"
     assert result.reason in {Reason.INVALID_URL, Reason.BLOCKED_ADDRESS}, result
     assert server.hits == 0
+
+
+@pytest.mark.parametrize(
+    "url", ["http+unix://%2Frun%2Feventops-test.sock/info", "unix:///run/eventops-test.sock"]
+)
+def test_unix_socket_urls_are_refused(url: str) -> None:
+    # The transport speaks TCP only (aiohttp's TCPConnector): no scheme reaches a socket file.
+    result = probe_with(AddressPolicy.from_allow_list(["127.0.0.0/8"]), url)
+    assert (result.status, result.reason) == ("down", Reason.INVALID_URL)
