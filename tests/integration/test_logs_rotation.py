@@ -34,10 +34,16 @@ def all_lines(log: Path) -> list[str]:
     return lines
 
 
-def rotate(directory: Path, now: datetime, **overrides: Any) -> dict[str, Any]:
+def rotate(
+    directory: Path, now: datetime, compress_grace_s: float = 0, **overrides: Any
+) -> dict[str, Any]:
     with session_scope() as session:
         return rotate_directory(
-            session, target(directory, **overrides), directory, now, compress_grace_s=0
+            session,
+            target(directory, **overrides),
+            directory,
+            now,
+            compress_grace_s=compress_grace_s,
         ).as_dict()
 
 
@@ -114,11 +120,17 @@ def _write_while_rotating(
     try:
         while rotations < 3 or written < at_least:
             now += timedelta(seconds=1)
-            rotations += rotate(directory, now, max_size=1, method=method, keep=10_000)["rotated"]
+            # Nothing is compressed while the writer runs: a writer that opened the path just
+            # before a rename writes into the renamed file, which is what the compress grace
+            # (60 s in production) waits out. Under load that instant can outlast a whole
+            # rotation run, so with no grace here the test lost a line now and then.
+            rotations += rotate(
+                directory, now, compress_grace_s=3600, max_size=1, method=method, keep=10_000
+            )["rotated"]
     finally:
         stop.set()
         thread.join()
-    # Two more runs rotate the rest and compress the renamed files.
+    # The writer has stopped: two more runs rotate the rest and compress the renamed files.
     rotate(directory, now + timedelta(seconds=1), max_size=1, method=method, keep=10_000)
     rotate(directory, now + timedelta(seconds=2), max_size=1, method=method, keep=10_000)
     return all_lines(log), written
