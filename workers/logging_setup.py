@@ -110,6 +110,9 @@ def configure_logging(
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    # httpx logs every request at INFO: one line per probe, thousands a second, a fifth of a
+    # probe's CPU (bench P1). A probe's result is its outcome row, not a log line.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # Python's warnings become log lines too, so no line on stderr escapes the format; so
     # does a crash's traceback in JSON mode (one JSON line, not thirty lines of text).
     logging.captureWarnings(True)

@@ -200,3 +200,44 @@ def test_a_crash_in_json_mode_is_one_json_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     (line,) = parse_lines(done.stderr)
     assert line["level"] == "CRITICAL" and "RuntimeError: the end" in str(line["exception"])
+
+
+def test_a_probe_writes_no_log_line_of_its_own_at_info(root_logger_restored: object) -> None:
+    # httpx logs every request at INFO; at thousands of probes a second that was a fifth of
+    # a probe's CPU and a flood in the logs. The outcome row is the probe's record.
+    import asyncio
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from core.netguard import AddressPolicy
+    from core.probing import ProbeTarget, make_client, probe
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stream = io.StringIO()
+    configure_logging("json", "INFO", stream=stream)
+    target = ProbeTarget(
+        1, datetime.now(UTC), f"http://127.0.0.1:{server.server_port}/", "GET", 5.0, (200,), 1024
+    )
+
+    async def run() -> str:
+        async with make_client(policy=AddressPolicy.from_allow_list(["127.0.0.0/8"])) as client:
+            return (await probe(client, target)).status
+
+    try:
+        assert asyncio.run(run()) == "up"
+    finally:
+        server.shutdown()
+    logging.getLogger("eventops.test").info("after the probe")
+    [only] = parse_lines(stream.getvalue())
+    assert only["message"] == "after the probe"
