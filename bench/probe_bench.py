@@ -44,14 +44,25 @@ class Feeder:
     another (round r = slot start + r seconds, so every outcome is new). Slots start now, as
     real ones do: an old slot would be a late outcome and queue a rollup re-roll."""
 
-    def __init__(self, broker_url: str, check_ids: Sequence[int], batch: int, depth: int = 8):
+    def __init__(
+        self,
+        broker_url: str,
+        check_ids: Sequence[int],
+        batch: int,
+        depth: int = 8,
+        after: datetime | None = None,
+    ):
         self.client = Celery(broker=broker_url)
         self.redis = redis.Redis.from_url(broker_url)
         self.check_ids = list(check_ids)
         self.batch = batch
         self.depth = depth
         self.round = 0
-        self.start = datetime.now(UTC).replace(microsecond=0)
+        # Rounds go faster than one a second, so an earlier mode's slots can lie ahead of
+        # now: start after them, or every outcome would be a duplicate (written once, counted
+        # never) and the mode would look slower than it is.
+        now = datetime.now(UTC).replace(microsecond=0)
+        self.start = max(now, after + timedelta(seconds=1)) if after else now
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -87,6 +98,14 @@ def outcome_count(database_url: str) -> int:
         return int(row[0]) if row else 0
 
 
+def last_slot(database_url: str, ids: Sequence[int]) -> datetime | None:
+    with psycopg.connect(**harness.libpq(database_url)) as conn:
+        row = conn.execute(
+            "SELECT max(slot) FROM outcomes WHERE check_id = ANY(%s)", (list(ids),)
+        ).fetchone()
+        return row[0] if row else None
+
+
 def check_ids(database_url: str, prefix: str) -> list[int]:
     with psycopg.connect(**harness.libpq(database_url)) as conn:
         rows = conn.execute(
@@ -109,7 +128,13 @@ def run_ours(
     url = env["EVENTOPS_DATABASE_URL"]
     with (
         harness.worker(env, workdir, processes, queues="probes") as main,
-        Feeder(env["EVENTOPS_BROKER_URL"], ids, batch, depth=4 * processes),
+        Feeder(
+            env["EVENTOPS_BROKER_URL"],
+            ids,
+            batch,
+            depth=4 * processes,
+            after=last_slot(url, ids),
+        ),
     ):
         time.sleep(warmup)
         members = harness.tree(main)
