@@ -31,13 +31,43 @@ import functools
 import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 import aiohttp
 import httpx
+from aiohttp import hdrs
 from multidict import CIMultiDict
 from yarl import URL
 
 from core.netguard import AddressPolicy, GuardedResolver
+
+
+@dataclass
+class ProbeScope:
+    """What lives for one probe only, set by `core.probing.probe` around its exchange.
+
+    - Cookies: a jar per probe, as blackbox_exporter keeps one: a redirect chain that sets a
+      cookie and expects it back works, and no probe is sent what a site gave an earlier
+      one (httpx's client would keep them for the process, so a check would stop seeing
+      what a new visitor sees, and the jar would grow with every site that sets one).
+    - The body limit, for redirect hops: httpx reads a redirect's body whole before
+      following it, past the limit the probe applies to the final body.
+    """
+
+    max_body_bytes: int
+    cookies: httpx.Cookies = field(default_factory=httpx.Cookies)
+
+
+probe_scope: ContextVar[ProbeScope | None] = ContextVar("probe_scope", default=None)
+
+
+class BodyTooLarge(Exception):
+    """A redirect answered with a body over the probe's limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"redirect body over {limit} bytes")
+        self.limit = limit
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -114,6 +144,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 if len(self._allowed_literals) >= 4096:
                     self._allowed_literals.clear()
                 self._allowed_literals.add(url.host)
+        scope = probe_scope.get()
+        if scope is not None and scope.cookies:
+            scope.cookies.set_cookie_header(request)
         headers = CIMultiDict(request.headers.multi_items())
         if not self._keepalive:
             # httpx asks for keep-alive by default; aiohttp says `close` when it is unset.
@@ -131,10 +164,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         except (aiohttp.ClientError, OSError) as error:
             raise _as_httpx_error(error) from error
+        raw_headers = response.raw_headers
+        if hdrs.SET_COOKIE in response.headers:
+            # Into this probe's jar (or nowhere, outside a probe); httpx's own jar, which
+            # lives as long as the client, never sees them.
+            if scope is not None:
+                scope.cookies.extract_cookies(
+                    httpx.Response(response.status, headers=raw_headers, request=request)
+                )
+            raw_headers = tuple(
+                (name, value) for name, value in raw_headers if name.lower() != b"set-cookie"
+            )
+        redirect = 300 <= response.status < 400 and hdrs.LOCATION in response.headers
+        limit = scope.max_body_bytes if scope is not None and redirect else None
         return httpx.Response(
             status_code=response.status,
-            headers=response.raw_headers,
-            stream=_ResponseBody(response),
+            headers=raw_headers,
+            stream=_ResponseBody(response, limit),
         )
 
     def _let_go_of_session(self) -> None:
@@ -159,12 +205,17 @@ class _ResponseBody(httpx.AsyncByteStream):
     """The body as it arrives; closing it returns the connection to the pool when the body
     was read to the end, and closes it otherwise (aiohttp decides, per connection)."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, limit: int | None = None) -> None:
         self._response = response
+        self._limit = limit
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        received = 0
         try:
             async for chunk in self._response.content.iter_any():
+                received += len(chunk)
+                if self._limit is not None and received > self._limit:
+                    raise BodyTooLarge(self._limit)
                 yield chunk
         except (aiohttp.ClientError, OSError) as error:
             raise _as_httpx_error(error) from error

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from core.aiohttp_transport import AiohttpTransport
+from core.aiohttp_transport import AiohttpTransport, BodyTooLarge, ProbeScope, probe_scope
 from core.clock import utcnow
 from core.netguard import AddressPolicy, BlockedAddress
 
@@ -130,6 +130,9 @@ async def probe(client: httpx.AsyncClient, target: ProbeTarget) -> ProbeResult:
         )
 
     http_status: int | None = None
+    # Cookies and the redirect-body limit live for this probe only (a task of its own, or
+    # reset below when awaited inline).
+    scope = probe_scope.set(ProbeScope(target.max_body_bytes))
     try:
         # One deadline for the whole exchange: httpx's timeouts are per read, so a server
         # that drips a byte a second would otherwise hold the probe forever.
@@ -155,6 +158,8 @@ async def probe(client: httpx.AsyncClient, target: ProbeTarget) -> ProbeResult:
         return finish("down", http_status, Reason.TIMEOUT, f"no answer within {target.timeout_s}s")
     except BlockedAddress as error:
         return finish("down", None, Reason.BLOCKED_ADDRESS, str(error))
+    except BodyTooLarge as error:
+        return finish("down", None, Reason.BODY_TOO_LARGE, str(error))
     except httpx.TimeoutException:
         return finish("down", http_status, Reason.TIMEOUT, f"no answer within {target.timeout_s}s")
     except httpx.TooManyRedirects:
@@ -168,6 +173,8 @@ async def probe(client: httpx.AsyncClient, target: ProbeTarget) -> ProbeResult:
         return finish("down", http_status, reason, detail)
     except Exception as error:  # a probe must never take the batch down with it
         return finish("down", http_status, Reason.PROBE_ERROR, type(error).__name__)
+    finally:
+        probe_scope.reset(scope)
 
 
 @functools.lru_cache(maxsize=16_384)

@@ -401,6 +401,77 @@ def test_short_redirect_chain_is_followed_to_the_final_status(
     assert result.http_status == 200
 
 
+def test_a_cookie_set_in_a_redirect_chain_is_sent_on_its_next_hop(
+    serve: Callable[..., RawServer],
+) -> None:
+    # A login or consent hop that sets a cookie and expects it back, as a browser (and
+    # blackbox_exporter, with its jar per probe) would send it.
+    def handler(conn: socket.socket, stop: threading.Event) -> None:
+        head = read_request_head(conn, stop)
+        if request_path(head) == "/start":
+            respond(conn, "302 Found", b"", "Set-Cookie: consent=yes; Path=/\r\nLocation: /app\r\n")
+        elif b"consent=yes" in head:
+            respond(conn, "200 OK", b"ok")
+        else:
+            respond(conn, "403 Forbidden", b"no consent")
+
+    server = serve(handler)
+
+    result = run_probe(target(server.url("/start")))
+
+    assert result.status == "up", result
+    assert result.http_status == 200
+
+
+def test_a_probe_is_never_sent_a_cookie_an_earlier_probe_was_given(
+    serve: Callable[..., RawServer],
+) -> None:
+    # The worker's client lives for the process: were cookies kept there, a check would stop
+    # seeing what a new visitor sees, and the jar would grow with every site that sets one.
+    cookie_headers: list[bytes | None] = []
+
+    def handler(conn: socket.socket, stop: threading.Event) -> None:
+        head = read_request_head(conn, stop)
+        sent = [line for line in head.split(b"\r\n") if line.lower().startswith(b"cookie:")]
+        cookie_headers.append(sent[0] if sent else None)
+        respond(conn, "200 OK", b"ok", "Set-Cookie: session=abc; Path=/\r\n")
+
+    server = serve(handler)
+
+    async def two_probes() -> list[ProbeResult]:
+        async with make_client() as client:
+            return [await probe(client, target(server.url("/"))) for _ in range(2)]
+
+    results = asyncio.run(two_probes())
+
+    assert [r.status for r in results] == ["up", "up"]
+    assert cookie_headers == [None, None]
+
+
+def test_a_redirect_with_a_body_over_the_limit_is_body_too_large(
+    serve: Callable[..., RawServer],
+) -> None:
+    # httpx reads a redirect's body whole before following it; a hostile one streaming
+    # gigabytes must end as the probe's own limit says, not in the worker's memory.
+    def handler(conn: socket.socket, stop: threading.Event) -> None:
+        read_request_head(conn, stop)
+        conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /next\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"x" * 65536
+        while not stop.is_set():
+            try:
+                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:
+                return
+
+    server = serve(handler)
+
+    result, elapsed = timed_probe(target(server.url("/"), max_body_bytes=100_000))
+
+    assert_down(result, Reason.BODY_TOO_LARGE)
+    assert "redirect body over 100000 bytes" in (result.detail or "")
+    assert elapsed < 1.0
+
+
 # --------------------------------------------------------------------------- broken peers
 
 
