@@ -115,7 +115,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=False,
             trust_env=False,
-            # httpx keeps the cookies; a second jar here would replay them twice.
+            # Cookies live in the probe's own jar (ProbeScope); one here would keep them for
+            # the session's life.
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         # aiohttp resends an idempotent request once on a new connection after the server
