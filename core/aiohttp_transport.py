@@ -17,6 +17,9 @@ What the transport promises (tests/integration/test_probe_reasons.py, test_ssrf_
 - aiohttp neither follows redirects (httpx does) nor decompresses: the body is the bytes
   after de-chunking and before content decoding, what httpx's `aiter_raw()` gives, so
   `max_body_bytes` counts the body as sent, compressed or not.
+- Cookies and the redirect-body limit belong to one probe (`ProbeScope`, set by
+  `core.probing.probe`): a jar per probe, as blackbox_exporter keeps, and a redirect's body
+  held to the probe's `max_body_bytes` (httpx reads it whole before following).
 - No connection limit (a batch's 100 to 500 concurrent probes never queue for a slot);
   keep-alive by default, `keepalive=False` for a new connection per request.
 - aiohttp's session belongs to an event loop, so it is made on the first request, in the
