@@ -108,13 +108,11 @@ def insert_only_rows(url: str, rows: list[ProbeResult], batch: int) -> float:
     time goes, next to COPY."""
     with psycopg.connect(**harness.libpq(url)) as conn:
         conn.execute("TRUNCATE outcomes")
-    with psycopg.connect(**{**harness.libpq(url), "autocommit": False}) as conn:
-        started = time.perf_counter()
-        for start in range(0, len(rows), batch):
-            with conn.cursor() as cursor:
-                insert_outcomes(cursor, rows[start : start + batch])
-            conn.commit()
-        return len(rows) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for start in range(0, len(rows), batch):
+        with db.get_engine().begin() as connection:
+            insert_outcomes(connection, rows[start : start + batch])
+    return len(rows) / (time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> int:

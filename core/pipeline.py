@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
+from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
@@ -131,11 +132,13 @@ class LockedCheck:
 
 @dataclass(frozen=True)
 class CheckEvent:
-    """An incident to open or resolve, and the failure count at that outcome."""
+    """An incident to open or resolve, with the check's status and failure count at that
+    outcome."""
 
     kind: str  # "open" | "resolve"
     check_id: int
     result: ProbeResult
+    status: str
     consecutive_failures: int
 
 
@@ -167,6 +170,10 @@ _LOCK_CHECKS = f"""
     ORDER BY c.id
     FOR UPDATE OF c
 """
+
+_STILL_OPEN = text(
+    "SELECT id FROM incidents WHERE fingerprint = :fingerprint AND status <> 'resolved'"
+)
 
 _UPDATE_CHECKS = """
     UPDATE checks AS c
@@ -203,47 +210,53 @@ def record_outcomes(
     summary = PipelineSummary()
     if not results:
         return summary
-    # The statements below go to the driver's connection, past the ORM: its pending changes
+    # Driver-level SQL (exec_driver_sql: SQLAlchemy still wraps errors as DBAPIError, which
+    # the tasks retry or defer on) on the session's connection: the ORM's pending changes
     # go first, in the same transaction.
     session.flush()
-    results = [_storable(r) for r in results]
-    connection = session.connection().connection.driver_connection
-    assert isinstance(connection, psycopg.Connection)
-    with connection.cursor() as cursor:
-        fresh_keys = insert_outcomes(cursor, results)
-        summary.written = len(fresh_keys)
-        summary.duplicates = len(results) - len(fresh_keys)
-        # An outcome for a minute already rolled up queues that minute for a re-roll.
-        note_late_outcomes(session, fresh_keys, config, now)
-        fresh: dict[int, list[ProbeResult]] = defaultdict(list)
-        for r in results:
-            if (r.check_id, r.slot) in fresh_keys:
-                fresh[r.check_id].append(r)
-        if not fresh:
-            return summary
+    connection = session.connection()
+    batch = _one_per_key(_storable(r) for r in results)
+    fresh_keys = insert_outcomes(connection, batch)
+    summary.written = len(fresh_keys)
+    summary.duplicates = len(results) - len(fresh_keys)
+    # An outcome for a minute already rolled up queues that minute for a re-roll.
+    note_late_outcomes(session, fresh_keys, config, now)
+    fresh: dict[int, list[ProbeResult]] = defaultdict(list)
+    for r in batch:
+        if _key(r.check_id, r.slot) in fresh_keys:
+            fresh[r.check_id].append(r)
+    if not fresh:
+        return summary
 
-        cursor.execute(_LOCK_CHECKS, (sorted(fresh),))
-        checks = [LockedCheck(*row) for row in cursor.fetchall()]
-        events: list[CheckEvent] = []
-        for check in checks:
-            events.extend(advance_check(check, sorted(fresh[check.id], key=lambda r: r.slot)))
-        cursor.execute(_UPDATE_CHECKS, (_json([_state_record(check) for check in checks]),))
+    locked = connection.exec_driver_sql(_LOCK_CHECKS, (sorted(fresh),))
+    checks = [LockedCheck(*row) for row in locked]
+
+    def act(event: CheckEvent) -> bool:
+        return _raise_or_resolve(session, event, config, now, summary)
+
+    for check in checks:
+        advance_check(check, sorted(fresh[check.id], key=lambda r: r.slot), act)
+    connection.exec_driver_sql(_UPDATE_CHECKS, (_json([_state_record(check) for check in checks]),))
     _expire_loaded_checks(session, {check.id for check in checks})
-
-    for event in events:
-        _raise_or_resolve(session, event, config, now, summary)
     return summary
 
 
-def insert_outcomes(cursor: psycopg.Cursor, results: Sequence[ProbeResult]) -> set[OutcomeKey]:
+def insert_outcomes(connection: Connection, results: Sequence[ProbeResult]) -> set[OutcomeKey]:
     """Store the outcomes not stored yet, in one statement; the keys of those written."""
-    cursor.execute(_INSERT_OUTCOMES, (_json([_outcome_record(r) for r in results]),))
-    return set(cursor.fetchall())
+    inserted = connection.exec_driver_sql(
+        _INSERT_OUTCOMES, (_json([_outcome_record(r) for r in results]),)
+    )
+    return {_key(check_id, slot) for check_id, slot in inserted}
 
 
-def advance_check(check: LockedCheck, results: list[ProbeResult]) -> list[CheckEvent]:
-    """Apply one check's new outcomes (in slot order) to its state; the incidents to act on."""
-    events: list[CheckEvent] = []
+def advance_check(
+    check: LockedCheck, results: list[ProbeResult], act: Callable[[CheckEvent], bool]
+) -> None:
+    """Apply one check's new outcomes (in slot order) to its state.
+
+    An outcome that opens or resolves the check's incident is handed to `act` on the spot,
+    which says whether the incident is open afterwards: a flapping incident may stay open
+    through a resolve, and the outcomes after it must see that."""
     for result in results:
         if result.slot == check.inflight_slot:
             check.inflight_slot = None
@@ -265,11 +278,15 @@ def advance_check(check: LockedCheck, results: list[ProbeResult]) -> list[CheckE
         check.last_slot = result.slot
         check.latest = result
         if transition.event is not None:
-            events.append(
-                CheckEvent(transition.event, check.id, result, check.consecutive_failures)
+            check.incident_open = act(
+                CheckEvent(
+                    transition.event,
+                    check.id,
+                    result,
+                    check.status,
+                    check.consecutive_failures,
+                )
             )
-            check.incident_open = transition.event == "open"
-    return events
 
 
 def _raise_or_resolve(
@@ -278,12 +295,13 @@ def _raise_or_resolve(
     config: EventopsConfig,
     now: datetime,
     summary: PipelineSummary,
-) -> None:
+) -> bool:
+    """Open or resolve the check's incident; whether it is open afterwards."""
     check = session.get_one(Check, event.check_id)
     with log_context(check=check.name):
         verb = "opening" if event.kind == "open" else "resolving"
         log.info(
-            "%s is %s (%s): %s its incident", check.name, check.status, event.result.reason, verb
+            "%s is %s (%s): %s its incident", check.name, event.status, event.result.reason, verb
         )
         if event.kind == "open":
             problem = problem_for_check(check, event.result, event.consecutive_failures)
@@ -291,12 +309,15 @@ def _raise_or_resolve(
             if incident_id is not None:
                 summary.opened.append(incident_id)
                 summary.urgent |= _pages_at_once(check.severity, config)
-        else:
-            fingerprint = fingerprint_for_check(check.name)
-            incident_id = resolve_problem(session, fingerprint, config, now, why="check passes")
-            if incident_id is not None:
-                summary.resolved.append(incident_id)
-                summary.urgent = True
+            return True  # opened now, or already open
+        fingerprint = fingerprint_for_check(check.name)
+        incident_id = resolve_problem(session, fingerprint, config, now, why="check passes")
+        if incident_id is None:
+            # Held open (flapping, back less than a flap window ago), or none was open.
+            return session.scalar(_STILL_OPEN, {"fingerprint": fingerprint}) is not None
+        summary.resolved.append(incident_id)
+        summary.urgent = True
+        return False
 
 
 def _outcome_record(r: ProbeResult) -> dict[str, Any]:
@@ -329,17 +350,39 @@ def _state_record(check: LockedCheck) -> dict[str, Any]:
 
 
 def _storable(result: ProbeResult) -> ProbeResult:
-    """The outcome with its detail as Postgres text can hold it: a hostile endpoint chooses
-    the words a protocol error quotes, and NUL or a lone surrogate would fail the batch."""
-    detail = result.detail
+    """The outcome as Postgres can hold it: a hostile endpoint chooses the words a protocol
+    error quotes, and NUL or a lone surrogate would fail the batch; a latency that is not a
+    number would fail the JSON."""
+    detail, latency = result.detail, result.latency_ms
+    if latency is not None and not math.isfinite(latency):
+        result = replace(result, latency_ms=None)
     if detail is None or (detail.isascii() and "\x00" not in detail):
         return result
     cleaned = detail.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
     return replace(result, detail=cleaned)
 
 
+def _one_per_key(results: Iterable[ProbeResult]) -> list[ProbeResult]:
+    """The first outcome of each (check, slot): a second one in the same batch is a duplicate,
+    as it would be in the next batch, and must not count twice."""
+    seen: set[OutcomeKey] = set()
+    unique = []
+    for r in results:
+        key = _key(r.check_id, r.slot)
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    return unique
+
+
+def _key(check_id: int, slot: datetime) -> OutcomeKey:
+    # In UTC: an instant in a repeated DST hour, returned in a server's local zone, hashes
+    # apart from the same instant sent in UTC (Python hashes fold=1 with the fold=0 offset).
+    return (check_id, slot.astimezone(UTC))
+
+
 def _json(records: list[dict[str, Any]]) -> str:
-    return json.dumps(records, separators=(",", ":"))
+    return json.dumps(records, separators=(",", ":"), allow_nan=False)
 
 
 def _expire_loaded_checks(session: Session, ids: set[int]) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from core.pipeline import record_outcomes
 from core.probing import ProbeResult
@@ -289,3 +291,83 @@ def test_outcomes_handed_off_while_postgres_was_down_are_written_later_once(
     with session_scope() as session:
         stored = session.scalars(select(Outcome)).one()
     assert (stored.slot, stored.reason, stored.http_status) == (T0, "bad_status", 503)
+
+
+def test_a_database_error_in_the_write_path_is_a_dbapi_error_the_tasks_retry_on(
+    clean_db: str,
+) -> None:
+    # run_batch defers and record_outcomes_later retries on DBAPIError: a lock timeout (or a
+    # statement timeout, a deadlock) in the write path must come out as one.
+    check_id = one_check()
+    with session_scope() as holder:
+        holder.execute(select(Check).where(Check.id == check_id).with_for_update())
+        with pytest.raises(DBAPIError), session_scope() as session:
+            session.execute(text("SET LOCAL lock_timeout = '200ms'"))
+            record_outcomes(session, [outcome(check_id, 0, False)], CONFIG, now=T0)
+
+
+def test_a_resolve_held_by_a_flapping_incident_keeps_the_next_failure_down(
+    clean_db: str,
+) -> None:
+    # A flapping incident stays open through a pass less than a flap window after it came
+    # back; a failure right after is then part of that open incident, whether the two
+    # outcomes arrive in one batch or two.
+    check_id = one_check(alert_threshold=2, recovery_threshold=1)
+    feed(outcome(check_id, 0, False), outcome(check_id, 1, False), minute=1)
+    with session_scope() as session:
+        session.execute(
+            update(Incident).values(flapping=True, reopened_at=T0 + timedelta(minutes=1))
+        )
+    summary = feed(outcome(check_id, 2, True), outcome(check_id, 3, False), minute=3)
+    assert summary.resolved == [] and summary.opened == []
+    with session_scope() as session:
+        check = session.get_one(Check, check_id)
+        incident = session.scalars(select(Incident)).one()
+    assert (check.status, check.consecutive_failures) == ("down", 1)
+    assert incident.status == "open"
+
+
+def test_an_open_incident_left_by_a_deleted_check_resolves_when_its_namesake_passes(
+    clean_db: str,
+) -> None:
+    # Incidents are matched by fingerprint (`check:<name>`), as raise_problem and
+    # resolve_problem match them: a check deleted and added again under the same name
+    # (its old incident's check_id set to NULL) takes its open incident over.
+    check_id = one_check(alert_threshold=1, recovery_threshold=1)
+    [opened] = feed(outcome(check_id, 0, False)).opened
+    with session_scope() as session:
+        session.execute(update(Incident).values(check_id=None))
+    assert feed(outcome(check_id, 1, True), minute=1).resolved == [opened]
+
+
+def test_the_same_slot_twice_in_one_batch_counts_once(clean_db: str) -> None:
+    check_id = one_check(alert_threshold=3)
+    summary = feed(outcome(check_id, 0, False), outcome(check_id, 0, False))
+    assert (summary.written, summary.duplicates) == (1, 1)
+    with session_scope() as session:
+        check = session.get_one(Check, check_id)
+    assert (check.status, check.consecutive_failures) == ("failing", 1)
+
+
+def test_a_slot_in_the_repeated_dst_hour_advances_state_on_a_server_in_local_time(
+    clean_db: str,
+) -> None:
+    # NZ daylight time ended at 2026-04-05 03:00 local: 14:30Z is 02:30 for the second time.
+    # Postgres returns the stored slot in the session's zone; the key must still match.
+    check_id = one_check(alert_threshold=3)
+    slot = datetime(2026, 4, 4, 14, 30, tzinfo=UTC)
+    down = ProbeResult(check_id, slot, slot, "down", 40.0, 503, "bad_status", "HTTP 503")
+    with session_scope() as session:
+        session.execute(text("SET LOCAL TimeZone = 'Pacific/Auckland'"))
+        assert record_outcomes(session, [down], CONFIG, now=slot).written == 1
+    with session_scope() as session:
+        check = session.get_one(Check, check_id)
+    assert (check.status, check.consecutive_failures, check.last_slot) == ("failing", 1, slot)
+
+
+def test_a_latency_that_is_not_a_number_is_stored_as_unknown(clean_db: str) -> None:
+    check_id = one_check()
+    odd = ProbeResult(check_id, T0, T0, "up", float("nan"), 200)
+    assert feed(odd).written == 1
+    with session_scope() as session:
+        assert session.scalars(select(Outcome.latency_ms)).one() is None
