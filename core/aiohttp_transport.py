@@ -64,6 +64,8 @@ class ProbeScope:
 
 probe_scope: ContextVar[ProbeScope | None] = ContextVar("probe_scope", default=None)
 
+_FOLLOWED = frozenset({301, 302, 303, 307, 308})
+
 
 class BodyTooLarge(Exception):
     """A redirect answered with a body over the probe's limit."""
@@ -179,7 +181,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raw_headers = tuple(
                 (name, value) for name, value in raw_headers if name.lower() != b"set-cookie"
             )
-        redirect = 300 <= response.status < 400 and hdrs.LOCATION in response.headers
+        # The statuses httpx follows (a 300 or 304 is a final answer, held to the probe's own
+        # limit with its status).
+        redirect = response.status in _FOLLOWED and hdrs.LOCATION in response.headers
         limit = scope.max_body_bytes if scope is not None and redirect else None
         return httpx.Response(
             status_code=response.status,

@@ -111,8 +111,11 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
     # httpx logs every request at INFO: one line per probe, thousands a second, a fifth of a
-    # probe's CPU (bench P1). A probe's result is its outcome row, not a log line.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # probe's CPU (bench P1). A probe's result is its outcome row, not a log line; at DEBUG,
+    # asked for while investigating, they are let through.
+    logging.getLogger("httpx").setLevel(
+        logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+    )
     # Python's warnings become log lines too, so no line on stderr escapes the format; so
     # does a crash's traceback in JSON mode (one JSON line, not thirty lines of text).
     logging.captureWarnings(True)
