@@ -4,7 +4,6 @@ login, sessions, CSRF, acknowledge, the check list and charts."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 
@@ -18,17 +17,9 @@ from core.schedule import sync_checks
 from models.db import session_scope
 from models.tables import Check, Incident, IncidentEvent
 from tests.conftest import make_config
-from tests.dashboard_server import Dashboard, running_dashboard
+from tests.dashboard_server import Dashboard
 
 CONFIG = make_config()
-
-
-@pytest.fixture(scope="module")
-def dashboard(
-    database_url: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Dashboard]:
-    with running_dashboard(database_url, broker_url, tmp_path_factory.mktemp("dash")) as server:
-        yield server
 
 
 def open_incident(title: str = "stripe is down") -> int:

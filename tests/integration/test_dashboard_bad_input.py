@@ -3,7 +3,6 @@ incident list keeps critical incidents when more are open than it shows."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 
@@ -14,17 +13,9 @@ from core.incidents import Problem, raise_problem
 from core.schedule import sync_checks
 from models.db import session_scope
 from tests.conftest import make_config
-from tests.dashboard_server import Dashboard, running_dashboard
+from tests.dashboard_server import Dashboard
 
 CONFIG = make_config()
-
-
-@pytest.fixture(scope="module")
-def dashboard(
-    database_url: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Dashboard]:
-    with running_dashboard(database_url, broker_url, tmp_path_factory.mktemp("dash")) as server:
-        yield server
 
 
 @pytest.mark.parametrize(

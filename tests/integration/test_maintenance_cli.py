@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(
-    database_url: str, broker_url: str, tmp_path: Path, *args: str
+    database_url: str, broker_url: str, tmp_path: Path, *args: str, **extra_env: str
 ) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "eventops.yaml"
     config.write_text(yaml.safe_dump({"platform_url": "http://127.0.0.1:9"}))
@@ -29,6 +29,7 @@ def run(
         EVENTOPS_BROKER_URL=broker_url,
         EVENTOPS_CONFIG_FILE=str(config),
         EVENTOPS_VAR_DIR=str(tmp_path / "var"),
+        **extra_env,
     )
     return subprocess.run(
         [sys.executable, "-m", "workers.cli", "maintenance", *args],
@@ -77,23 +78,14 @@ def test_a_report_whose_database_cannot_be_read_exits_1(
     from workers.embedded import free_port
 
     closed = f"postgresql://postgres@127.0.0.1:{free_port()}/shop"
-    config = tmp_path / "eventops.yaml"
-    config.write_text(yaml.safe_dump({"platform_url": "http://127.0.0.1:9"}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTOPS_")}
-    env.update(
-        EVENTOPS_DATABASE_URL=clean_db,
-        EVENTOPS_BROKER_URL=clean_redis,
+    done = run(
+        clean_db,
+        clean_redis,
+        tmp_path,
+        "vacuum",
+        "--target",
+        "platform-db",
         EVENTOPS_PLATFORM_DATABASE_URL=closed,
-        EVENTOPS_CONFIG_FILE=str(config),
-        EVENTOPS_VAR_DIR=str(tmp_path / "var"),
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "maintenance", "vacuum", "--target", "platform-db"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "vacuum report for platform-db: failed (OperationalError" in done.stderr
