@@ -113,6 +113,15 @@ def next_digest_at(now: datetime, config: EventopsConfig) -> datetime:
     return candidate.astimezone(now.tzinfo)
 
 
+def open_incident_id(session: Session, fingerprint: str) -> int | None:
+    """The problem's unresolved incident (at most one: a partial unique index), if any."""
+    return session.scalar(
+        select(Incident.id).where(
+            Incident.fingerprint == fingerprint, Incident.status != "resolved"
+        )
+    )
+
+
 def raise_problem(
     session: Session, problem: Problem, config: EventopsConfig, now: datetime | None = None
 ) -> int | None:
@@ -122,12 +131,7 @@ def raise_problem(
     incident was already open (the same problem never opens two incidents).
     """
     now = now or utcnow()
-    already_open = session.scalar(
-        select(Incident.id).where(
-            Incident.fingerprint == problem.fingerprint, Incident.status != "resolved"
-        )
-    )
-    if already_open is not None:
+    if open_incident_id(session, problem.fingerprint) is not None:
         return None
     recent = session.scalars(
         select(Incident)

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
 from core.clock import utcnow
-from core.incidents import Problem, raise_problem, resolve_problem
+from core.incidents import Problem, open_incident_id, raise_problem, resolve_problem
 from core.logcontext import log_context
 from core.probing import ProbeResult
 from core.rollups import note_late_outcomes
@@ -171,10 +171,6 @@ _LOCK_CHECKS = f"""
     FOR UPDATE OF c
 """
 
-_STILL_OPEN = text(
-    "SELECT id FROM incidents WHERE fingerprint = :fingerprint AND status <> 'resolved'"
-)
-
 _UPDATE_CHECKS = """
     UPDATE checks AS c
     SET status = u.status,
@@ -314,7 +310,7 @@ def _raise_or_resolve(
         incident_id = resolve_problem(session, fingerprint, config, now, why="check passes")
         if incident_id is None:
             # Held open (flapping, back less than a flap window ago), or none was open.
-            return session.scalar(_STILL_OPEN, {"fingerprint": fingerprint}) is not None
+            return open_incident_id(session, fingerprint) is not None
         summary.resolved.append(incident_id)
         summary.urgent = True
         return False
