@@ -241,3 +241,12 @@ def test_a_probe_writes_no_log_line_of_its_own_at_info(root_logger_restored: obj
     logging.getLogger("eventops.test").info("after the probe")
     [only] = parse_lines(stream.getvalue())
     assert only["message"] == "after the probe"
+
+
+def test_httpx_request_lines_come_back_when_workers_log_at_debug(
+    root_logger_restored: object,
+) -> None:
+    configure_logging("json", "DEBUG", stream=io.StringIO())
+    assert logging.getLogger("httpx").getEffectiveLevel() == logging.DEBUG
+    configure_logging("json", "INFO", stream=io.StringIO())
+    assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING

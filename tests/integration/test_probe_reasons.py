@@ -472,6 +472,19 @@ def test_a_redirect_with_a_body_over_the_limit_is_body_too_large(
     assert elapsed < 1.0
 
 
+def test_a_300_with_a_location_is_a_final_answer_held_to_the_limit_with_its_status(
+    serve: Callable[..., RawServer],
+) -> None:
+    # httpx follows 301, 302, 303, 307 and 308 only; a 300 is what the probe got, and its
+    # body meets the probe's own limit, status and all.
+    server = serve(routes({"/": ("300 Multiple Choices", b"x" * 5000, "Location: /a\r\n")}))
+
+    result = run_probe(target(server.url("/"), max_body_bytes=1000))
+
+    assert_down(result, Reason.BODY_TOO_LARGE)
+    assert result.http_status == 300
+
+
 # --------------------------------------------------------------------------- broken peers
 
 
