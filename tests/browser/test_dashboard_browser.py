@@ -163,7 +163,11 @@ def test_a_failing_service_turns_red_live_and_is_acknowledged_from_the_page_and_
     assert page.evaluate("window.__sameDocument") is True
     # The chart of the selected (failing) check is drawn as inline SVG.
     page.click(stripe)
-    page.wait_for_selector("#chart svg path.line", timeout=WAIT_MS)
+    # "attached", not "visible": a flat latency line has a zero-height box, which
+    # Playwright counts as hidden even though it is drawn.
+    line = page.wait_for_selector("#chart svg path.line", state="attached", timeout=WAIT_MS)
+    assert line is not None
+    assert (line.get_attribute("d") or "").startswith("M")
     assert page.locator("#chart svg rect.down").count() >= 1
 
     shot = tmp_path / "dashboard.png"
