@@ -13,20 +13,17 @@ from core.schedule import claim_due_slots
 from models.db import session_scope
 from models.tables import Check
 from tasks.pipeline import record_outcomes_later
+from tasks.retry import PROBE_FAULTS
 from workers import runtime
 from workers.app import app
 from workers.settings import get_config, get_settings
-
-# Postgres or Redis unreachable: retry the task with backoff. A failed probe is not here:
-# it is data (an outcome), never an exception.
-INFRASTRUCTURE_ERRORS = (DBAPIError, ConnectionError, OSError)
 
 
 @app.task(
     name="probes.dispatch_due",
     soft_time_limit=20,
     time_limit=30,
-    autoretry_for=INFRASTRUCTURE_ERRORS,
+    autoretry_for=PROBE_FAULTS,
     retry_backoff=True,
     max_retries=3,
 )
@@ -48,7 +45,7 @@ def dispatch_due() -> dict[str, int]:
     name="probes.run_batch",
     soft_time_limit=150,
     time_limit=180,
-    autoretry_for=INFRASTRUCTURE_ERRORS,
+    autoretry_for=PROBE_FAULTS,
     retry_backoff=True,
     retry_backoff_max=60,
     max_retries=5,
