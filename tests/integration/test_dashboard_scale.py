@@ -16,7 +16,7 @@ from sqlalchemy import text
 from core.dashboard import explain_latest_status_page, latest_status_page, state_counts
 from models import db
 from models.db import session_scope
-from tests.dashboard_server import Dashboard, running_dashboard
+from tests.dashboard_server import Dashboard
 
 N = 100_000
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -74,11 +74,9 @@ def many_checks(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def dashboard(
-    many_checks: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Dashboard]:
-    with running_dashboard(many_checks, broker_url, tmp_path_factory.mktemp("dash")) as server:
-        yield server
+def dashboard_database(many_checks: str) -> str:
+    """The shared `dashboard` fixture serves the 100,000 checks."""
+    return many_checks
 
 
 def test_counts_by_state_cover_all_100k_checks_from_one_grouped_query(many_checks: str) -> None:
