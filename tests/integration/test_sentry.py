@@ -32,6 +32,7 @@ from celery.signals import beat_init, celeryd_init
 
 from beat_schedule import BEAT_SCHEDULE
 from models.config import ConfigError, parse_config
+from workers import selfmon_signals
 from workers.app import app
 from workers.observability import classify, init_sentry, init_sentry_from_environment
 from workers.settings import Settings, SettingsError, get_config, get_settings
@@ -369,11 +370,19 @@ def test_programming_error_arrives_as_permanent_with_the_email_and_token_scrubbe
     assert event["extra"]["celery-job"]["args"] == "[Filtered]"
 
 
-def test_beat_sends_crons_check_ins_for_minute_schedules_only(
-    sentry_env: EnvelopeReceiver,
-) -> None:
+@pytest.fixture
+def beat_started(sentry_env: EnvelopeReceiver) -> Iterator[None]:
+    """beat_init sent in this process (in beat's environment) to every receiver; the
+    beat-process mark thread it also starts is stopped afterwards, or it would stamp every
+    later test's database for the rest of the session."""
     beat_init.send(sender=None)
+    yield
+    selfmon_signals._stop_threads()
 
+
+def test_beat_sends_crons_check_ins_for_minute_schedules_only(
+    sentry_env: EnvelopeReceiver, beat_started: None
+) -> None:
     published: dict[str, dict[str, Any]] = {}
 
     class Unpublished(Scheduler):
