@@ -25,6 +25,7 @@ import yaml
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from core.backups.tools import Conn, find_tool, server_major
 from models.db import session_scope
 from models.tables import Notification, Outcome
 from tests.faults.harness import Cluster, wait_for, wait_for_ticks
@@ -87,14 +88,13 @@ def postgres_dump(database_url: str) -> str:
     """Every row of eventops' database but the checks table: a check's URL is where the
     probe goes, stored there so that workers read it instead of getting it in task
     arguments. That is storage, not output; everything derived from it is searched."""
-    from sqlalchemy import make_url
-
-    url = make_url(database_url)
+    # The server's own pg_dump (the embedded server is a newer major than Debian's), reached
+    # the way the backups reach theirs: TCP or a Unix socket, from the PG* variables.
+    conn = Conn.from_url(database_url)
     done = subprocess.run(
-        ["pg_dump", "--data-only", "-h", url.host or "127.0.0.1", "-p", str(url.port or 5432),
-         "-U", url.username or "postgres", "--exclude-table-data=checks",
-         url.database or "test"],
-        capture_output=True, text=True, timeout=120, check=True,
+        [str(find_tool("pg_dump", server_major(conn))), "--data-only",
+         "--exclude-table-data=checks"],
+        capture_output=True, text=True, timeout=120, check=True, env=conn.env(),
     )  # fmt: skip
     return done.stdout
 

@@ -8,11 +8,11 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import psycopg
 from alembic import command
 from sqlalchemy import func, make_url, select, text
 from sqlalchemy.dialects.postgresql import insert
 
+from core.backups.tools import Conn
 from core.migrate import alembic_config
 from core.partitions import maintain, partition_name, partitions
 from core.pipeline import record_outcomes
@@ -262,21 +262,17 @@ def test_a_slot_without_a_partition_lands_in_default_and_moves_when_its_day_is_c
 def test_the_migration_keeps_every_outcome_and_the_downgrade_brings_them_back(
     database_url: str,
 ) -> None:
-    server = make_url(database_url)
     name = f"eventops_mig_{uuid.uuid4().hex[:8]}"
-    admin = {"host": server.host, "user": server.username, "dbname": server.database}
-    if server.port:
-        admin["port"] = server.port
-    if server.password:
-        admin["password"] = server.password
-    with psycopg.connect(**admin, autocommit=True) as conn:  # type: ignore[arg-type]
+    # Conn reads the host from the URL or its ?host= query (the embedded server's socket).
+    admin = Conn.from_url(database_url)
+    local = admin.with_db(name)
+    with admin.connect() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = server.set(database=name).render_as_string(hide_password=False)
+    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
     config = alembic_config(url)
-    local = {**admin, "dbname": name}
     try:
         command.upgrade(config, "0004")
-        with psycopg.connect(**local, autocommit=True) as conn:  # type: ignore[arg-type]
+        with local.connect() as conn:
             conn.execute(
                 "INSERT INTO checks (name, kind, url, method, expected_status, interval_s, "
                 "timeout_s, max_body_bytes, alert_threshold, recovery_threshold, severity, "
@@ -291,7 +287,7 @@ def test_the_migration_keeps_every_outcome_and_the_downgrade_brings_them_back(
                 "'2025-01-01'::timestamptz, '2025-01-03 23:00', '1 hour') t"
             )
         command.upgrade(config, "0005")
-        with psycopg.connect(**local, autocommit=True) as conn:  # type: ignore[arg-type]
+        with local.connect() as conn:
             places = conn.execute(
                 "SELECT tableoid::regclass::text, count(*) FROM outcomes GROUP BY 1 ORDER BY 1"
             ).fetchall()
@@ -307,13 +303,13 @@ def test_the_migration_keeps_every_outcome_and_the_downgrade_brings_them_back(
             ).fetchone()
             assert new_id == (73,)
         command.downgrade(config, "0004")
-        with psycopg.connect(**local, autocommit=True) as conn:  # type: ignore[arg-type]
+        with local.connect() as conn:
             assert conn.execute("SELECT count(*), max(id) FROM outcomes").fetchone() == (73, 73)
             assert conn.execute(
                 "SELECT relkind FROM pg_class WHERE relname = 'outcomes'"
             ).fetchone() == ("r",)
     finally:
-        with psycopg.connect(**admin, autocommit=True) as conn:  # type: ignore[arg-type]
+        with admin.connect() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

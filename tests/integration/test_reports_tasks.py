@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
 
 from beat_schedule import BEAT_SCHEDULE
 from core.backups.tools import Conn
@@ -42,7 +42,8 @@ def platform_url(postgres_server_url: str) -> Iterator[str]:
     with server.connect() as db:
         db.execute(f'CREATE DATABASE "{name}"')
     generate(server.with_db(name), scale=0.02, seed=5, days=5, now=datetime.now(UTC))
-    url = postgres_server_url.rsplit("/", 1)[0] + f"/{name}"
+    # Not a string split: the embedded server's URL ends in ?host=/tmp/..., its socket.
+    url = make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
     try:
         yield url
     finally:
