@@ -138,7 +138,7 @@ async def login(request: Request) -> Response:
         max_age=SESSION_MAX_AGE_S,
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=auth.secure_cookies(request),
         path="/",
     )
     return response
