@@ -42,12 +42,17 @@ class Dashboard:
     log: Path
     var_dir: Path
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, follow_redirects=False)
+    def client(self, source: str | None = None) -> httpx.Client:
+        """A client; `source` (e.g. 127.0.0.2) is the local address it connects from, so a
+        test that trips the per-address login limiter does so under an address of its own."""
+        transport = httpx.HTTPTransport(local_address=source) if source else None
+        return httpx.Client(
+            base_url=self.url, timeout=30, follow_redirects=False, transport=transport
+        )
 
-    def login(self) -> tuple[httpx.Client, str]:
+    def login(self, source: str | None = None) -> tuple[httpx.Client, str]:
         """A logged-in client and the page's CSRF token."""
-        client = self.client()
+        client = self.client(source)
         response = client.post(
             "/login", data={"username": self.user, "password": self.password, "next": "/"}
         )

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from celery import Celery
@@ -60,6 +61,44 @@ def running_worker(
                 assert child.poll() is None, log.read_text()[-3000:]
                 assert time.monotonic() < deadline, log.read_text()[-3000:]
         yield child
+    finally:
+        stop(child)
+
+
+@dataclass
+class RunningFlower:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def running_flower(env: dict[str, str], log: Path) -> Iterator[RunningFlower]:
+    """`eventops flower` on a free port of 127.0.0.1, appending its output to `log`; ready
+    when it answers HTTP (a 401 counts)."""
+    import httpx
+
+    port = free_port()
+    with open(log, "ab") as out:
+        child = subprocess.Popen(
+            eventops("flower", "--port", str(port), "--address", "127.0.0.1"),
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        assert child.poll() is None, log.read_text()[-3000:]
+        try:
+            httpx.get(base, timeout=2)
+        except httpx.TransportError:
+            return False
+        return True
+
+    try:
+        wait_for(answers, 60, "Flower to listen")
+        yield RunningFlower(base, child)
     finally:
         stop(child)
 

@@ -1,7 +1,11 @@
 """The one web app eventops serves: the live dashboard and its API, plus the routers of other
 duties when they are installed (Web Vitals ingestion under /ingest, Prometheus /metrics).
 
-    uvicorn --factory web.app:create_app      # or: eventops dashboard --port 8600
+    eventops dashboard --port 8600
+
+(`uvicorn --factory web.app:create_app` also serves it, but then pass --no-proxy-headers,
+or --forwarded-allow-ips with your proxies: uvicorn's default believes X-Forwarded-For
+from loopback, which `eventops dashboard` does only for EVENTOPS_TRUSTED_PROXIES.)
 
 The ingestion and metrics routers carry their own token auth (machines call them); every
 other route needs a dashboard session.

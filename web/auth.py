@@ -3,12 +3,15 @@
 - The session is a cookie holding {user, csrf token, issued at}, signed with HMAC-SHA256
   under a key derived from EVENTOPS_DASHBOARD_SECRET and the password, so changing either
   logs everyone out. HttpOnly (scripts cannot read it), SameSite=Lax (other sites' forms and
-  fetches do not carry it), Secure when served over https, valid for 12 hours.
+  fetches do not carry it), Secure when the site is https, valid for 12 hours.
 - Every state-changing request needs the session's CSRF token (synchronizer token: the page
   carries it in a meta tag, scripts send it as X-CSRF-Token, forms as `csrf_token`), and its
-  Origin (or, without one, Referer) must be this site.
+  Origin (or, without one, Referer) must be this site: EVENTOPS_DASHBOARD_PUBLIC_URL, or
+  the address the connection reached; never the Host header, which the client writes.
 - Failed logins are limited per client address and per user name (a few a minute), so
   guessing the password from one place is slow; the limiter lives in the serving process.
+  The address is the socket's peer, or X-Forwarded-For only when that peer is one of
+  EVENTOPS_TRUSTED_PROXIES (`eventops dashboard` tells uvicorn so).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import secrets
@@ -102,6 +106,38 @@ def dashboard_secret(settings: Settings) -> str:
     return _persisted_secret(secret_file(settings), 32)
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def origin_of(url: str) -> str | None:
+    """`scheme://host[:port]` of a URL as browsers write an Origin header: lower case, no
+    default port, IPv6 in brackets; None when it is not an http(s) URL."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    default = 443 if scheme == "https" else 80
+    suffix = f":{port}" if port is not None and port != default else ""
+    return f"{scheme}://{_bracketed(parts.hostname)}{suffix}"
+
+
 class LoginLimiter:
     """Sliding window of failed logins per key (client address, user name)."""
 
@@ -170,6 +206,8 @@ class Auth:
             dashboard_secret(settings).encode(), self._password.encode(), hashlib.sha256
         ).digest()
         self.limiter = LoginLimiter()
+        url = settings.dashboard_public_url
+        self.public_origin = origin_of(url) if url else None
 
     # -- credentials and cookies ------------------------------------------------------------
 
@@ -225,19 +263,46 @@ class Auth:
             raise LoginRequired(path)
         return session
 
+    def allowed_origins(self, request: Request) -> set[str]:
+        """The origins this site's own pages have. Never from the Host header, which the
+        client writes: a page at evil.example that resolves to this server sends Host and
+        Origin both evil.example.
+
+        - EVENTOPS_DASHBOARD_PUBLIC_URL set: its origin only.
+        - Unset: the address and port the request's connection reached (the socket's own,
+          `scope["server"]`), and any loopback name for it when that is loopback, since
+          http://localhost:8600 and http://127.0.0.1:8600 are the same page there."""
+        if self.public_origin is not None:
+            return {self.public_origin}
+        server = request.scope.get("server")
+        if not server or server[1] is None:
+            return set()
+        host, port = str(server[0]), int(server[1])
+        scheme = str(request.scope.get("scheme", "http"))
+        hosts = LOOPBACK_HOSTS if _is_loopback(host) else {host}
+        return {
+            origin
+            for name in hosts
+            if (origin := origin_of(f"{scheme}://{_bracketed(name)}:{port}")) is not None
+        }
+
     def check_origin(self, request: Request) -> None:
         """A state-changing request must come from this site's own pages."""
-        expected = f"{request.url.scheme}://{request.headers.get('host', '')}"
         origin = request.headers.get("origin")
         if origin is None:
             referer = request.headers.get("referer")
             if referer:
-                parts = urlsplit(referer)
-                origin = f"{parts.scheme}://{parts.netloc}"
+                origin = origin_of(referer) or "null"
         # Browsers always send Origin on POST fetches and forms; a client that sends neither
         # (curl, scripts) still needs the session and its token.
-        if origin is not None and origin != expected:
+        if origin is not None and origin_of(origin) not in self.allowed_origins(request):
             raise HTTPException(status_code=403, detail="cross-site request refused (Origin)")
+
+    def secure_cookies(self, request: Request) -> bool:
+        """Secure cookies when the site is https: served so, or published so (TLS ends at
+        a proxy that is not trusted for X-Forwarded-Proto)."""
+        public_https = (self.public_origin or "").startswith("https://")
+        return request.url.scheme == "https" or public_https
 
     def check_csrf(
         self, request: Request, session: DashboardSession, form_token: str | None = None

@@ -8,7 +8,6 @@ Origin. The page polls the API every few seconds, so it updates without a reload
 from __future__ import annotations
 
 import html
-import json
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,6 +25,7 @@ from models import db
 from models.config import EventopsConfig
 from web import schemas
 from web.auth import COOKIE, CSRF_FIELD, SESSION_MAX_AGE_S, Auth, DashboardSession
+from web.inputs import BadJson, RowId, parse_json
 from workers.settings import Settings
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -138,7 +138,7 @@ async def login(request: Request) -> Response:
         max_age=SESSION_MAX_AGE_S,
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=auth.secure_cookies(request),
         path="/",
     )
     return response
@@ -158,10 +158,16 @@ async def _form(request: Request) -> dict[str, str]:
             raise HTTPException(status_code=413, detail=f"body: larger than {MAX_FORM_BYTES} bytes")
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
-            data = json.loads(body or b"{}")
-        except ValueError:
-            raise HTTPException(status_code=400, detail="body: not valid JSON") from None
-        return {k: str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+            data = parse_json(body or b"{}")
+        except BadJson as error:
+            raise HTTPException(status_code=400, detail=f"body: not valid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise HTTPException(status_code=400, detail="body: not a JSON object")
+        # Only strings: str() of a nested value or a 5,000-digit number is not a field.
+        wrong = sorted(key for key, value in data.items() if not isinstance(value, str))
+        if wrong:
+            raise HTTPException(status_code=400, detail=f"body: {wrong[0]}: not a string")
+        return data
     parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {key: values[0] for key, values in parsed.items()}
 
@@ -288,7 +294,7 @@ def api_groups(user: ApiUser) -> dict[str, Any]:
     summary="One check",
     response_model=schemas.CheckOut,
 )
-def api_check(user: ApiUser, request: Request, check_id: int) -> dict[str, Any]:
+def api_check(user: ApiUser, request: Request, check_id: RowId) -> dict[str, Any]:
     now = _now(request)
     with _session() as session:
         check = queries.check_by_id(session, check_id)
@@ -311,7 +317,7 @@ def api_check(user: ApiUser, request: Request, check_id: int) -> dict[str, Any]:
 def api_series(
     user: ApiUser,
     request: Request,
-    check_id: int,
+    check_id: RowId,
     window: Annotated[Literal["1h", "6h", "24h", "7d", "30d"], Query()] = "1h",
 ) -> dict[str, Any]:
     """At most 120 points `{t, avg_ms, max_ms, up, total}` for the chart, and the window's
@@ -345,7 +351,7 @@ def api_incidents(
     summary="One incident",
     response_model=schemas.IncidentOut,
 )
-def api_incident(user: ApiUser, incident_id: int) -> dict[str, Any]:
+def api_incident(user: ApiUser, incident_id: RowId) -> dict[str, Any]:
     """The incident with its timeline (who did what, when)."""
     with _session() as session:
         found = queries.incident_detail(session, incident_id)
@@ -361,7 +367,7 @@ def api_incident(user: ApiUser, incident_id: int) -> dict[str, Any]:
     responses={403: {"description": "missing or wrong CSRF token, or a cross-site Origin"}},
     response_model=schemas.AcknowledgeOut,
 )
-def api_acknowledge(user: ApiUser, request: Request, incident_id: int) -> dict[str, Any]:
+def api_acknowledge(user: ApiUser, request: Request, incident_id: RowId) -> dict[str, Any]:
     """Needs the page's CSRF token in the `X-CSRF-Token` header. Pending pages and reminders
     stop; the timeline gets an `acknowledged` event with the user's name. `acknowledged` is
     false when the incident was not open (already acknowledged or resolved)."""

@@ -14,7 +14,6 @@ callbacks send from the platform's pages, validates them and writes them to `web
 from __future__ import annotations
 
 import hmac
-import json
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -26,6 +25,7 @@ from core.clock import utcnow
 from core.insight.vitals import Beacon, store_beacons
 from models.config import field_path
 from models.db import session_scope
+from web.inputs import BadJson, parse_json
 from workers.settings import get_settings
 
 MAX_BODY_BYTES = 64 * 1024
@@ -88,8 +88,8 @@ async def read_body(request: Request) -> bytes:
 def parse_beacons(body: bytes) -> list[Beacon]:
     """Validate a batch; raise a 4xx naming each bad item, field and reason."""
     try:
-        data: Any = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        data: Any = parse_json(body)
+    except BadJson as error:
         raise _problem(status.HTTP_400_BAD_REQUEST, f"body is not JSON: {error}") from None
     if isinstance(data, dict):
         data = [data]

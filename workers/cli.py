@@ -118,25 +118,11 @@ def beat(loglevel: str) -> None:
 @click.option("--address", default="127.0.0.1", show_default=True)
 @config_errors_exit_2
 def flower(port: int, address: str) -> None:
-    """Run Flower with basic auth (EVENTOPS_FLOWER_USER / EVENTOPS_FLOWER_PASSWORD)."""
-    from workers.app import app
-    from workers.settings import get_settings
+    """Run Flower with basic auth (EVENTOPS_FLOWER_USER / EVENTOPS_FLOWER_PASSWORD) on every
+    route, /metrics included, and a limit on wrong passwords per address."""
+    from workers.flower_server import serve
 
-    settings = get_settings()
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
-    # Through the environment, not argv, so the password never shows in `ps`.
-    os.environ["FLOWER_BASIC_AUTH"] = (
-        f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
-    )
-    app.start(
-        [
-            "flower",
-            f"--port={port}",
-            f"--address={address}",
-            "--persistent=True",
-            f"--db={settings.var_dir / 'flower.db'}",
-        ]
-    )
+    serve(port, address)
 
 
 @main.command("wal-archive")

@@ -33,5 +33,15 @@ def _serve(port: int, address: str) -> None:
         f"password in {where})",
         err=True,
     )
-    # proxy_headers: behind a TLS proxy the scheme is https, so cookies are Secure.
-    uvicorn.run(app, host=address, port=port, proxy_headers=True, log_level="warning")
+    # X-Forwarded-For and -Proto only from the proxies the settings name: uvicorn's default
+    # believed them from any local process, which could then pose as any client address
+    # and reset the per-address login limit with every request.
+    proxies = settings.trusted_proxies
+    uvicorn.run(
+        app,
+        host=address,
+        port=port,
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+        log_level="warning",
+    )

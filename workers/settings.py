@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.config import ConfigError, EventopsConfig, field_path, load_config
 
@@ -108,6 +110,20 @@ class Settings(BaseSettings):
         "generated once and kept in <var_dir>/dashboard.secret (0600). Changing it (or the "
         "password) logs everyone out.",
     )
+    dashboard_public_url: str | None = Field(
+        default=None,
+        description="The address people open the dashboard at (https://ops.example.com); "
+        "state changes (login, logout, acknowledge) must come from pages of this origin. "
+        "Unset, only the address the dashboard is reached on directly is accepted (any "
+        "loopback name when it listens on loopback); set it behind a proxy or a host name.",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated addresses or CIDRs of reverse proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto the dashboard believes (e.g. "
+        "`10.0.0.0/8,127.0.0.1`); unset, it believes none and the client is the socket's "
+        "peer (the login limiter counts per that address).",
+    )
     log_format: Literal["json", "text"] = Field(
         default="text",
         description="Log line format of workers, beat, Flower and the CLI: `json` (one object "
@@ -124,6 +140,33 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         return value.upper() if info.field_name == "log_level" else value.lower()
+
+    @field_validator("dashboard_public_url")
+    @classmethod
+    def _http_origin(cls, url: str | None) -> str | None:
+        if not url:
+            return None
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises on a port out of range or not a number
+        except ValueError:
+            parts = parts._replace(scheme="")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL such as https://ops.example.com")
+        return url
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            return value
+        try:
+            # strict=False: 10.1.2.3/8 means the network it lies in, as people write it.
+            return [str(ipaddress.ip_network(str(item), strict=False)) for item in value]
+        except ValueError as error:
+            raise ValueError(f"not an address or CIDR: {error}") from None
 
     @field_validator("database_url")
     @classmethod

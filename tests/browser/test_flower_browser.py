@@ -3,10 +3,7 @@ ran, with ids (never URLs or secrets) as arguments, and keeps it across a restar
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,7 @@ from core.schedule import sync_checks
 from models.config import load_config
 from models.db import session_scope
 from tests.browser.conftest import CHROMIUM_ARGS
-from tests.processes import ROOT, eventops, free_port, running_worker, stop, wait_for
+from tests.processes import running_flower, running_worker, wait_for
 
 USER, PASSWORD = "admin", "flower-test-pw-7431"
 CONFIG = """
@@ -48,34 +45,6 @@ def env(clean_db: str, clean_redis: str, tmp_path: Path) -> dict[str, str]:
     }
 
 
-@contextlib.contextmanager
-def running_flower(env: dict[str, str], log: Path) -> Iterator[str]:
-    port = free_port()
-    with open(log, "ab") as out:
-        child = subprocess.Popen(
-            eventops("flower", "--port", str(port), "--address", "127.0.0.1"),
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        assert child.poll() is None, log.read_text()[-3000:]
-        try:
-            httpx.get(base, timeout=2)
-        except httpx.TransportError:
-            return False
-        return True
-
-    try:
-        wait_for(answers, 60, "Flower to listen")
-        yield base
-    finally:
-        stop(child)
-
-
 def api_tasks(base: str) -> dict[str, Any]:
     reply = httpx.get(f"{base}/api/tasks", auth=(USER, PASSWORD), timeout=10)
     reply.raise_for_status()
@@ -94,7 +63,11 @@ def test_flower_shows_the_completed_probe_task_to_a_logged_in_browser(
     from playwright.sync_api import expect, sync_playwright
 
     flower_log = tmp_path / "flower.log"
-    with running_flower(env, flower_log) as base, running_worker(env, tmp_path / "worker.log"):
+    with (
+        running_flower(env, flower_log) as flower,
+        running_worker(env, tmp_path / "worker.log"),
+    ):
+        base = flower.url
         # Refused without credentials (and with wrong ones), before anything else.
         assert httpx.get(f"{base}/tasks", timeout=10).status_code == 401
         assert httpx.get(f"{base}/tasks", auth=(USER, "wrong"), timeout=10).status_code == 401
@@ -140,6 +113,6 @@ def test_flower_shows_the_completed_probe_task_to_a_logged_in_browser(
 
     assert (tmp_path / "flower-tasks.png").stat().st_size > 0
     # Persistent history: a new Flower on the same database still lists the task.
-    with running_flower(env, flower_log) as base:
-        wait_for(lambda: batch["uuid"] in api_tasks(base), 30, "the task after a restart")
-        assert api_tasks(base)[batch["uuid"]]["state"] == "SUCCESS"
+    with running_flower(env, flower_log) as flower:
+        wait_for(lambda: batch["uuid"] in api_tasks(flower.url), 30, "the task after a restart")
+        assert api_tasks(flower.url)[batch["uuid"]]["state"] == "SUCCESS"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 
-from web.auth import SESSION_MAX_AGE_S, Auth, LoginLimiter, dashboard_password
-from workers.settings import Settings
+from web.auth import SESSION_MAX_AGE_S, Auth, LoginLimiter, dashboard_password, origin_of
+from workers.settings import Settings, SettingsError, read_settings
 
 
 def settings(tmp_path: Path, **overrides: object) -> Settings:
@@ -86,3 +87,35 @@ def test_a_spray_of_addresses_never_resets_the_lock_on_the_user_name() -> None:
         limiter.failed([f"addr:10.1.{n // 256}.{n % 256}"], now=105.0 + n / 1000)
     assert limiter.retry_after(["addr:10.9.9.9", "user:admin"], now=118.0) > 0
     assert len(limiter._failures) <= 10_000  # memory stays bounded
+
+
+def test_origins_compare_as_browsers_write_them() -> None:
+    assert origin_of("https://Ops.Example.com/dashboard?x=1") == "https://ops.example.com"
+    assert origin_of("https://ops.example.com:443") == "https://ops.example.com"
+    assert origin_of("http://127.0.0.1:8600/") == "http://127.0.0.1:8600"
+    assert origin_of("http://[::1]:8600") == "http://[::1]:8600"
+    for not_an_origin in ("null", "", "file:///etc/passwd", "http://", "http://h:99999"):
+        assert origin_of(not_an_origin) is None
+
+
+def test_the_public_url_and_trusted_proxies_are_checked_at_the_door(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTOPS_TRUSTED_PROXIES", "10.1.2.3/8, 127.0.0.1,::1")
+    monkeypatch.setenv("EVENTOPS_DASHBOARD_PUBLIC_URL", "https://Ops.Example.com/")
+    read = read_settings()
+    assert read.trusted_proxies == ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]
+    assert Auth(
+        settings(tmp_path, dashboard_public_url=read.dashboard_public_url)
+    ).public_origin == ("https://ops.example.com")
+    monkeypatch.delenv("EVENTOPS_TRUSTED_PROXIES")
+    assert read_settings().trusted_proxies == []  # unset: no proxy is believed
+    for name, value, message in [
+        ("EVENTOPS_TRUSTED_PROXIES", "10.0.0.0/8,proxy.local", "not an address or CIDR"),
+        ("EVENTOPS_DASHBOARD_PUBLIC_URL", "ops.example.com", "must be an http:// or https://"),
+        ("EVENTOPS_DASHBOARD_PUBLIC_URL", "https://ops.example.com:99999", "must be an http"),
+    ]:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(SettingsError, match=f"{name}: {message}"):
+            read_settings()
+        monkeypatch.delenv(name)
