@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +22,13 @@ from workers.cli_output import (
     print_table,
     waiting,
 )
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from sqlalchemy.orm import Session
+
+    from models.tables import Check, Outcome
 
 
 def _quiet_for_json_logs(argv: list[str]) -> list[str]:
@@ -240,12 +247,9 @@ def checks_run(name: str, wait: float | None) -> None:
     """Make a check due now; the next dispatch tick (within seconds) probes it."""
     import time
 
-    from sqlalchemy import select
-
     from core.clock import utcnow
     from core.schedule import request_probe_now
     from models.db import session_scope
-    from models.tables import Check
 
     asked_at = utcnow()
     with session_scope() as session:
@@ -259,8 +263,8 @@ def checks_run(name: str, wait: float | None) -> None:
     with waiting(f"{name}: due now, waiting up to {wait:g} s for beat and a worker to probe it"):
         while True:
             with session_scope() as session:
-                check = session.scalars(select(Check).where(Check.name == name)).one()
-            if check.last_checked_at is not None and check.last_checked_at >= asked_at:
+                outcome = probed_since(session, name, asked_at)
+            if outcome is not None:
                 break
             if time.monotonic() >= deadline:
                 fail(
@@ -268,11 +272,32 @@ def checks_run(name: str, wait: float | None) -> None:
                     EXIT_TIMEOUT,
                 )
             time.sleep(0.5)
-    latency = f", {check.last_latency_ms:.0f} ms" if check.last_latency_ms is not None else ""
-    reason = f": {check.last_reason}" if check.last_reason else ""
-    click.echo(f"{name}: {check.status}{latency}{reason}")
-    if check.status != "up":
+    probe, check = outcome
+    # The probe's own answer is what was asked for; the check's state needs alert_threshold
+    # failures (or recovery_threshold passes) in a row to change, so it may still differ.
+    latency = f", {probe.latency_ms:.0f} ms" if probe.latency_ms is not None else ""
+    reason = f": {probe.reason}" if probe.reason else ""
+    state = "" if check.status == probe.status else f" (the check is still {check.status})"
+    click.echo(f"{name}: {probe.status}{latency}{reason}{state}")
+    if probe.status != "up":
         sys.exit(1)
+
+
+def probed_since(session: Session, name: str, asked_at: datetime) -> tuple[Outcome, Check] | None:
+    """The outcome of the slot `checks run` made due (its slot is the moment it asked, or a
+    later one), with the check as it stands after it; None until one is written."""
+    from sqlalchemy import select
+
+    from models.tables import Check, Outcome
+
+    row = session.execute(
+        select(Outcome, Check)
+        .join(Check, Check.id == Outcome.check_id)
+        .where(Check.name == name, Outcome.slot >= asked_at)
+        .order_by(Outcome.slot)
+        .limit(1)
+    ).first()
+    return None if row is None else (row[0], row[1])
 
 
 @main.group()

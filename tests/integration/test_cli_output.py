@@ -152,6 +152,63 @@ def test_checks_run_wait_prints_the_outcome_or_times_out_with_exit_4(
     assert out.strip() == "api: down, 31 ms: bad_status"
 
 
+def test_checks_run_wait_reports_a_passing_probe_of_a_down_check_as_up_and_exits_0(
+    clean_db: str, tmp_path: Path
+) -> None:
+    """A healed service: its probe passes, the check needs one more pass to turn up. The
+    command waited for that probe, so it prints the probe's answer and exits on it."""
+    config = make_config(
+        checks=[
+            {
+                "name": "api",
+                "url": "http://127.0.0.1:9/",
+                "interval": "1h",
+                "timeout": "2s",
+                "recovery_threshold": 2,
+            }
+        ]
+    )
+    with session_scope() as session:
+        sync_checks(session, config)
+        check_id = session.scalars(select(Check.id).where(Check.name == "api")).one()
+        earlier = utcnow() - timedelta(minutes=5)
+        record_outcomes(
+            session,
+            [ProbeResult(check_id, earlier, earlier, "down", 5.0, 503, "bad_status", "HTTP 503")],
+            config,
+            now=earlier,
+        )
+        session.execute(
+            update(Check)
+            .where(Check.id == check_id)
+            .values(next_due_at=utcnow() + timedelta(hours=1))
+        )
+    env = {**os.environ, "EVENTOPS_DATABASE_URL": clean_db, "EVENTOPS_VAR_DIR": str(tmp_path)}
+    waiting = subprocess.Popen(
+        eventops("checks", "run", "api", "--wait", "60"),
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: due_now("api"), 60, "the check to be made due")
+        with session_scope() as session:
+            slot = session.scalars(select(Check.next_due_at).where(Check.id == check_id)).one()
+            record_outcomes(
+                session,
+                [ProbeResult(check_id, slot, utcnow(), "up", 12.0, 200, None, None)],
+                config,
+            )
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert out.strip() == "api: up, 12 ms (the check is still down)"
+    assert waiting.returncode == 0, err
+
+
 def due_now(name: str) -> bool:
     with session_scope() as session:
         due = session.scalars(select(Check.next_due_at).where(Check.name == name)).one()
