@@ -4,6 +4,7 @@ included, and wrong passwords limited per client address; the password never in 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,6 +98,22 @@ def test_malformed_credentials_count_as_wrong_ones(flower: RunningFlower) -> Non
         for header in ["Basic", "Basic !!!", "Bearer x", "Basic " + "QQ==" * 100, "Basic Og=="]:
             assert guesser.get("/", headers={"Authorization": header}).status_code == 401
         assert guesser.get("/", headers={"Authorization": "Basic x"}).status_code == 429
+
+
+def test_a_refused_request_is_answered_before_its_body_is_read(flower: RunningFlower) -> None:
+    # Tornado reads a body whole (up to 100 MB) before any handler runs: a refusal that
+    # waited for it let anyone without the password make Flower hold 100 MB per request.
+    port = int(flower.url.rsplit(":", 1)[1])
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=5, source_address=("127.0.0.56", 0)
+    ) as sock:
+        sock.sendall(
+            b"POST /api/task/async-apply/probes.dispatch_due HTTP/1.1\r\n"
+            b"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000000\r\n\r\n"
+        )
+        # Not a byte of the body sent: the answer must not wait for it.
+        assert sock.recv(100).startswith(b"HTTP/1.1 401 ")
 
 
 def test_the_password_is_not_on_flowers_command_line(flower: RunningFlower) -> None:
