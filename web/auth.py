@@ -138,6 +138,18 @@ def origin_of(url: str) -> str | None:
     return f"{scheme}://{_bracketed(parts.hostname)}{suffix}"
 
 
+def site_origins(scheme: str, host: str, port: int | None) -> set[str]:
+    """The origins of the site at scheme://host:port; on loopback every loopback name of
+    the port, since http://localhost:8600 and http://127.0.0.1:8600 are the same page."""
+    suffix = f":{port}" if port is not None else ""
+    hosts = LOOPBACK_HOSTS if _is_loopback(host) else {host}
+    return {
+        origin
+        for name in hosts
+        if (origin := origin_of(f"{scheme}://{_bracketed(name)}{suffix}")) is not None
+    }
+
+
 class LoginLimiter:
     """Sliding window of failed logins per key (client address, user name)."""
 
@@ -208,6 +220,10 @@ class Auth:
         self.limiter = LoginLimiter()
         url = settings.dashboard_public_url
         self.public_origin = origin_of(url) if url else None
+        public = urlsplit(self.public_origin) if self.public_origin else None
+        self.public_origins = (
+            site_origins(public.scheme, public.hostname or "", public.port) if public else None
+        )
 
     # -- credentials and cookies ------------------------------------------------------------
 
@@ -268,23 +284,17 @@ class Auth:
         client writes: a page at evil.example that resolves to this server sends Host and
         Origin both evil.example.
 
-        - EVENTOPS_DASHBOARD_PUBLIC_URL set: its origin only.
+        - EVENTOPS_DASHBOARD_PUBLIC_URL set: its origin only (any loopback name of its
+          port when it is a loopback URL, as Compose's http://localhost:8600 is).
         - Unset: the address and port the request's connection reached (the socket's own,
-          `scope["server"]`), and any loopback name for it when that is loopback, since
-          http://localhost:8600 and http://127.0.0.1:8600 are the same page there."""
-        if self.public_origin is not None:
-            return {self.public_origin}
+          `scope["server"]`), any loopback name of it when that is loopback."""
+        if self.public_origins is not None:
+            return self.public_origins
         server = request.scope.get("server")
         if not server or server[1] is None:
             return set()
-        host, port = str(server[0]), int(server[1])
         scheme = str(request.scope.get("scheme", "http"))
-        hosts = LOOPBACK_HOSTS if _is_loopback(host) else {host}
-        return {
-            origin
-            for name in hosts
-            if (origin := origin_of(f"{scheme}://{_bracketed(name)}:{port}")) is not None
-        }
+        return site_origins(scheme, str(server[0]), int(server[1]))
 
     def check_origin(self, request: Request) -> None:
         """A state-changing request must come from this site's own pages."""

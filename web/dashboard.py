@@ -25,7 +25,7 @@ from models import db
 from models.config import EventopsConfig
 from web import schemas
 from web.auth import COOKIE, CSRF_FIELD, SESSION_MAX_AGE_S, Auth, DashboardSession
-from web.inputs import BadJson, RowId, parse_json
+from web.inputs import BadJson, RowId, parse_json, read_body
 from workers.settings import Settings
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -151,11 +151,7 @@ async def _form(request: Request) -> dict[str, str]:
     """A urlencoded form or a JSON object (no multipart needed for a login). Read in chunks
     and refused past MAX_FORM_BYTES: /login is open to anyone, and reading a whole body
     before cutting it let one request fill the server's memory."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise HTTPException(status_code=413, detail=f"body: larger than {MAX_FORM_BYTES} bytes")
+    body = await read_body(request, MAX_FORM_BYTES)
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             data = parse_json(body or b"{}")

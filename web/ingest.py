@@ -25,7 +25,7 @@ from core.clock import utcnow
 from core.insight.vitals import Beacon, store_beacons
 from models.config import field_path
 from models.db import session_scope
-from web.inputs import BadJson, parse_json
+from web.inputs import BadJson, parse_json, read_body
 from workers.settings import get_settings
 
 MAX_BODY_BYTES = 64 * 1024
@@ -64,25 +64,6 @@ def check_token(expected: SecretStr | None, header: str | None, query: str | Non
             "missing or wrong token: send Authorization: Bearer <token> or ?token=<token>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-
-
-async def read_body(request: Request) -> bytes:
-    """The body, refused as soon as it passes the limit (a lying Content-Length too)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _problem(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            f"body is {int(declared)} bytes; the limit is {MAX_BODY_BYTES}",
-        )
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise _problem(
-                status.HTTP_413_CONTENT_TOO_LARGE,
-                f"body is over the {MAX_BODY_BYTES}-byte limit",
-            )
-    return bytes(body)
 
 
 def parse_beacons(body: bytes) -> list[Beacon]:
@@ -145,6 +126,6 @@ async def ingest_vitals(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             f"content type {content_type or '(none)'!r}: send application/json or text/plain",
         )
-    beacons = parse_beacons(await read_body(request))
+    beacons = parse_beacons(await read_body(request, MAX_BODY_BYTES))
     stored = await run_in_threadpool(_store, beacons, utcnow())
     return {"accepted": len(beacons), "stored": stored}

@@ -97,11 +97,17 @@ class Guard:
         return hmac.compare_digest(given, expected)
 
 
+@tornado.web.stream_request_body
 class _Refused(tornado.web.RequestHandler):
-    """Answers a refused request, whatever its method, before any of Flower's code runs."""
+    """Answers a refused request, whatever its method, before any of Flower's code runs and
+    before its body arrives: streamed, so tornado runs `prepare` on the headers and drops
+    the connection after the answer, instead of reading up to 100 MB of body first."""
 
     def initialize(self, refusal: Refusal) -> None:
         self.refusal = refusal
+
+    def data_received(self, chunk: bytes) -> None:
+        """Dropped: nothing is kept of a refused request."""
 
     def check_xsrf_cookie(self) -> None:
         """Nothing to protect: a refusal changes nothing (tornado checks before prepare)."""
@@ -111,6 +117,8 @@ class _Refused(tornado.web.RequestHandler):
         for name, value in self.refusal.headers.items():
             self.set_header(name, value)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
+        # Tornado closes the connection after an answer given before the body was read.
+        self.set_header("Connection", "close")
         self.finish(self.refusal.text)
 
 

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     flower_user: str = Field(default="admin", description="Flower's basic-auth user name.")
     flower_password: SecretStr = Field(
         default=SecretStr("eventops"),
-        description="Flower's basic-auth password; the default is for a laptop only.",
+        description="Flower's basic-auth password (ASCII); the default is for a laptop only.",
     )
     sentry_dsn: SecretStr | None = Field(
         default=None, description="Sentry DSN; unset means Sentry is off and nothing is sent."
@@ -140,6 +140,16 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         return value.upper() if info.field_name == "log_level" else value.lower()
+
+    @field_validator("flower_user", "flower_password")
+    @classmethod
+    def _ascii_credentials(cls, value: str | SecretStr) -> str | SecretStr:
+        # Flower checks basic auth again behind our guard with hmac.compare_digest on text,
+        # which raises TypeError (a 500 on every page) for anything but ASCII.
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not text.isascii():
+            raise ValueError("must be ASCII (Flower's basic auth compares it as ASCII text)")
+        return value
 
     @field_validator("dashboard_public_url")
     @classmethod

@@ -163,3 +163,25 @@ def test_with_a_public_url_only_its_origin_may_change_state_and_cookies_are_secu
             headers={"Origin": "https://evil.example", "Host": "evil.example"},
         )
         assert spoofed.status_code == 403
+
+
+def test_a_loopback_public_url_accepts_every_loopback_name_of_its_port(
+    database_url: str, broker_url: str, tmp_path: Path
+) -> None:
+    # Compose publishes the dashboard as http://localhost:8600 while it listens on the
+    # container's own address; http://127.0.0.1:8600 on that host is the same page.
+    with running_dashboard(
+        database_url, broker_url, tmp_path, EVENTOPS_DASHBOARD_PUBLIC_URL="http://localhost:8600"
+    ) as server:
+        credentials = {"username": server.user, "password": server.password}
+        with server.client() as client:
+            for origin, status in [
+                ("http://localhost:8600", 303),
+                ("http://127.0.0.1:8600", 303),
+                ("http://[::1]:8600", 303),
+                ("http://127.0.0.1:8601", 403),
+                ("https://localhost:8600", 403),
+                ("http://evil.example:8600", 403),
+            ]:
+                login = client.post("/login", data=credentials, headers={"Origin": origin})
+                assert login.status_code == status, (origin, login.text)

@@ -4,15 +4,30 @@ included, and wrong passwords limited per client address; the password never in 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.processes import RunningFlower, running_flower
+from tests.processes import ROOT, RunningFlower, eventops, free_port, running_flower
 
 USER, PASSWORD = "admin", "flower-auth-pw-5521,with-a-comma"
+
+
+def flower_env(database_url: str, broker_url: str, var: Path, password: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVENTOPS_", "FLOWER_"))}
+    env.update(
+        EVENTOPS_DATABASE_URL=database_url,
+        EVENTOPS_BROKER_URL=broker_url,
+        EVENTOPS_VAR_DIR=str(var),
+        EVENTOPS_CONFIG_FILE=str(ROOT / "config/eventops.yaml"),
+        EVENTOPS_FLOWER_USER=USER,
+        EVENTOPS_FLOWER_PASSWORD=password,
+    )
+    return env
 
 
 @pytest.fixture(scope="module")
@@ -20,16 +35,9 @@ def flower(
     database_url: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningFlower]:
     var = tmp_path_factory.mktemp("flower")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVENTOPS_", "FLOWER_"))}
-    env.update(
-        EVENTOPS_DATABASE_URL=database_url,
-        EVENTOPS_BROKER_URL=broker_url,
-        EVENTOPS_VAR_DIR=str(var),
-        EVENTOPS_CONFIG_FILE=str(Path(__file__).resolve().parents[2] / "config/eventops.yaml"),
-        EVENTOPS_FLOWER_USER=USER,
-        EVENTOPS_FLOWER_PASSWORD=PASSWORD,
-    )
-    with running_flower(env, var / "flower.log") as server:
+    with running_flower(
+        flower_env(database_url, broker_url, var, PASSWORD), var / "flower.log"
+    ) as server:
         yield server
 
 
@@ -99,6 +107,42 @@ def test_malformed_credentials_count_as_wrong_ones(flower: RunningFlower) -> Non
         assert guesser.get("/", headers={"Authorization": "Basic x"}).status_code == 429
 
 
+def test_a_refused_request_is_answered_before_its_body_is_read(flower: RunningFlower) -> None:
+    # Tornado reads a body whole (up to 100 MB) before any handler runs: a refusal that
+    # waited for it let anyone without the password make Flower hold 100 MB per request.
+    port = int(flower.url.rsplit(":", 1)[1])
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=5, source_address=("127.0.0.56", 0)
+    ) as sock:
+        sock.sendall(
+            b"POST /api/task/async-apply/probes.dispatch_due HTTP/1.1\r\n"
+            b"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000000\r\n\r\n"
+        )
+        # Not a byte of the body sent: the answer must not wait for it.
+        assert sock.recv(100).startswith(b"HTTP/1.1 401 ")
+
+
 def test_the_password_is_not_on_flowers_command_line(flower: RunningFlower) -> None:
     cmdline = Path(f"/proc/{flower.process.pid}/cmdline").read_bytes()
     assert PASSWORD.encode() not in cmdline and b"basic_auth" not in cmdline
+
+
+def test_a_password_flower_cannot_compare_stops_the_start_with_the_setting_named(
+    database_url: str, broker_url: str, tmp_path: Path
+) -> None:
+    # Flower checks credentials again behind the guard with hmac.compare_digest on str,
+    # which raises TypeError on non-ASCII text: every page was a 500 for the operator.
+    password = "pässwörd-3317"
+    started = subprocess.run(
+        eventops("flower", "--port", str(free_port())),
+        env=flower_env(database_url, broker_url, tmp_path, password),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode == 2, started.stderr[-2000:]
+    assert "EVENTOPS_FLOWER_PASSWORD: must be ASCII" in started.stderr
+    assert password not in started.stdout + started.stderr
+    assert "Traceback" not in started.stderr
