@@ -40,24 +40,8 @@ def sync_checks(session: Session, config: EventopsConfig, now: datetime | None =
     names = []
     for check in config.checks:
         names.append(check.name)
-        values = {
-            "name": check.name,
-            "kind": "http",
-            "url": check.resolved_url(config.platform_url),
-            "method": check.method,
-            "expected_status": check.expected_status,
-            "interval_s": check.interval.total_seconds(),
-            "timeout_s": check.timeout.total_seconds(),
-            "max_body_bytes": check.max_body_bytes,
-            "alert_threshold": check.alert_threshold,
-            "recovery_threshold": check.recovery_threshold,
-            "severity": check.severity,
-            "enabled": check.enabled,
-            "group_name": check.group_name,
-            "depends_on": check.depends_on,
-            "category": check.category,
-            "impact": check.impact,
-        }
+        # The same row the config was checked against (EventopsConfig.storage_problems).
+        values = check.row(config.platform_url)
         statement = insert(Check).values(**values, next_due_at=now)
         statement = statement.on_conflict_do_update(
             index_elements=[Check.name],

@@ -24,7 +24,8 @@ def database_url() -> str:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(database_url(), poolclass=pool.NullPool)
+    # hide_parameters: a failed statement's error never carries its values (models/db.py).
+    engine = create_engine(database_url(), poolclass=pool.NullPool, hide_parameters=True)
     with engine.connect() as connection:
         context.configure(
             connection=connection,

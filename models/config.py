@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import json
 import re
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -23,12 +24,16 @@ from pydantic import (
     field_validator,
 )
 
+from models.columns import rows_problems, unstorable_text
 from models.config_compliance import ComplianceConfig
 from models.config_insight import InsightConfig
 from models.config_maintenance import MaintenanceConfig
+from models.config_regex import regex_problem
 from models.config_reports import CapacityConfig, LogsConfig, ReportsConfig
 from models.config_retention import OutcomeRetentionConfig
 from models.config_security import SecurityConfig
+from models.config_yaml import YamlProblem, read_config_file
+from models.tables import Check
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
@@ -42,6 +47,12 @@ _MATCHER = re.compile(r"^([a-z_]+)(=~|!~|!=|=)(.*)$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_CHECK_URL = re.compile(r"^(https?://|\{platform_url\})")
+# The dispatcher adds a check's interval to timestamps in SQL, and Postgres' end at the year
+# 294276: a billion-day interval is "timestamp out of range" at every claim. A check that runs
+# less often than yearly is a mistake.
+MAX_CHECK_INTERVAL = timedelta(days=365)
+ANY_2XX = tuple(range(200, 300))
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -52,7 +63,15 @@ def parse_duration(value: Any) -> timedelta:
         raise ValueError("must be a duration such as 30s, 5m or 1h")
     if isinstance(value, int | float):
         return _seconds(value)
-    if isinstance(value, str) and (match := _DURATION.match(value)):
+    if isinstance(value, str):
+        return _duration_text(value)
+    raise ValueError("must be a duration such as 30s, 5m or 1h")
+
+
+@lru_cache(maxsize=1024)
+def _duration_text(text: str) -> timedelta:
+    # Remembered: 100,000 checks repeat a handful of durations ("1m", "5s").
+    if match := _DURATION.match(text):
         number, unit = match.groups()
         return _seconds(float(number) * _UNIT_SECONDS[unit])
     raise ValueError("must be a duration such as 30s, 5m or 1h")
@@ -87,7 +106,7 @@ class CheckConfig(_Strict):
 
     name: Slug = Field(description="Unique name; used in incidents, labels and commands.")
     url: str = Field(description="Target URL; `{platform_url}` is replaced by the platform URL.")
-    interval: Duration = Field(description="How often the check runs.")
+    interval: Duration = Field(description="How often the check runs (1s to 365d).")
     timeout: Duration = Field(description="The whole probe's deadline, body included.")
     alert_threshold: int = Field(
         default=1, ge=1, description="Consecutive failures that open an incident."
@@ -97,8 +116,10 @@ class CheckConfig(_Strict):
     )
     severity: Severity = Field(default="critical", description="Severity of its incidents.")
     method: Literal["GET", "HEAD", "POST"] = Field(default="GET", description="HTTP method.")
-    expected_status: list[int] = Field(
-        default_factory=lambda: list(range(200, 300)),
+    expected_status: tuple[int, ...] = Field(
+        # One shared tuple, not a list of 100 statuses per check: 100,000 checks made 10
+        # million list slots of the same default.
+        default=ANY_2XX,
         description="HTTP statuses that count as up (default: any 2xx).",
     )
     max_body_bytes: int = Field(
@@ -124,7 +145,7 @@ class CheckConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _url_is_http(cls, url: str) -> str:
-        if not re.match(r"^(https?://|\{platform_url\})", url):
+        if not _CHECK_URL.match(url):
             raise ValueError("must start with http://, https:// or {platform_url}")
         return url
 
@@ -133,6 +154,8 @@ class CheckConfig(_Strict):
     def _interval_is_sane(cls, interval: timedelta) -> timedelta:
         if interval < timedelta(seconds=1):
             raise ValueError("must be at least 1s")
+        if interval > MAX_CHECK_INTERVAL:
+            raise ValueError(f"must be at most {MAX_CHECK_INTERVAL.days}d")
         return interval
 
     @field_validator("timeout")
@@ -147,7 +170,7 @@ class CheckConfig(_Strict):
 
     @field_validator("expected_status")
     @classmethod
-    def _statuses_are_http(cls, statuses: list[int]) -> list[int]:
+    def _statuses_are_http(cls, statuses: tuple[int, ...]) -> tuple[int, ...]:
         if not statuses:
             raise ValueError("must list at least one status")
         for status in statuses:
@@ -161,6 +184,32 @@ class CheckConfig(_Strict):
 
     def resolved_url(self, platform_url: str) -> str:
         return self.url.replace("{platform_url}", platform_url.rstrip("/"))
+
+    def row(self, platform_url: str) -> dict[str, Any]:
+        """Its row in the checks table, as `eventops migrate` writes it (core.schedule)."""
+        return {
+            "name": self.name,
+            "kind": "http",
+            "url": self.resolved_url(platform_url),
+            "method": self.method,
+            "expected_status": self.expected_status,
+            "interval_s": self.interval.total_seconds(),
+            "timeout_s": self.timeout.total_seconds(),
+            "max_body_bytes": self.max_body_bytes,
+            "alert_threshold": self.alert_threshold,
+            "recovery_threshold": self.recovery_threshold,
+            "severity": self.severity,
+            "enabled": self.enabled,
+            "group_name": self.group_name,
+            "depends_on": self.depends_on,
+            "category": self.category,
+            "impact": self.impact,
+        }
+
+
+# The config field each checks-table column comes from, where the names differ.
+_CHECK_FIELD = {"interval_s": "interval", "timeout_s": "timeout", "group_name": "group"}
+_ROWS_AT_ONCE = 10_000
 
 
 class ChannelConfig(_Strict):
@@ -210,11 +259,8 @@ def parse_matcher(text: str) -> tuple[str, str, str]:
             f"{text!r} is not a matcher like label=value, label!=value or label=~regex"
         )
     label, op, value = match.groups()
-    if op in ("=~", "!~"):
-        try:
-            re.compile(value)
-        except re.error as error:
-            raise ValueError(f"{text!r}: bad regular expression ({error})") from None
+    if op in ("=~", "!~") and (problem := regex_problem(value)):
+        raise ValueError(f"{text!r}: bad regular expression ({problem})")
     return label, op, value
 
 
@@ -556,10 +602,17 @@ class EventopsConfig(_Strict):
             unknown(f"policies.{severity}.stakeholders", policy.stakeholders, channels, "channel")
             unknown(f"policies.{severity}.channels", policy.channels, channels, "channel")
         for index, channel in enumerate(self.channels):
-            if channel.fallback is not None and channel.fallback not in channels - {channel.name}:
-                problems.append(f"channels[{index}].fallback: unknown channel {channel.fallback!r}")
+            fallback = channel.fallback
+            if fallback is not None and (fallback == channel.name or fallback not in channels):
+                problems.append(f"channels[{index}].fallback: unknown channel {fallback!r}")
         for index, check in enumerate(self.checks):
-            unknown(f"checks[{index}].depends_on", check.depends_on, checks - {check.name}, "check")
+            # A check cannot depend on itself; asked per name, not with a set built per check
+            # (`checks - {name}` made 100,000 checks quadratic: minutes).
+            for position, parent in enumerate(check.depends_on):
+                if parent == check.name or parent not in checks:
+                    problems.append(
+                        f"checks[{index}].depends_on[{position}]: unknown check {parent!r}"
+                    )
         for index, rule in enumerate(self.rules):
             unknown(f"rules[{index}].checks", rule.checks, checks, "check")
             unknown(f"rules[{index}].groups", rule.groups, groups, "group")
@@ -568,24 +621,46 @@ class EventopsConfig(_Strict):
         return problems
 
     def dependency_cycle(self) -> list[str] | None:
+        """The first depends_on cycle found, as names from a check back to itself.
+
+        A depth-first walk on a stack of its own: a chain of 100,000 checks each depending on
+        the next is no RecursionError, and each check is walked once."""
         parents = {c.name: c.depends_on for c in self.checks}
         done: set[str] = set()
-
-        def visit(name: str, path: list[str]) -> list[str] | None:
-            if name in path:
-                return [*path[path.index(name) :], name]
-            if name in done:
-                return None
-            for parent in parents.get(name, []):
-                if cycle := visit(parent, [*path, name]):
-                    return cycle
-            done.add(name)
-            return None
-
-        for name in parents:
-            if cycle := visit(name, []):
-                return cycle
+        for start in parents:
+            if start in done:
+                continue
+            path = [start]
+            on_path = {start}
+            walks = [iter(parents[start])]
+            while walks:
+                parent = next(walks[-1], None)
+                if parent is None:
+                    name = path.pop()
+                    on_path.discard(name)
+                    done.add(name)
+                    walks.pop()
+                elif parent in on_path:
+                    return [*path[path.index(parent) :], parent]
+                elif parent not in done:
+                    path.append(parent)
+                    on_path.add(parent)
+                    walks.append(iter(parents.get(parent, ())))
         return None
+
+    def storage_problems(self) -> list[str]:
+        """Values the database cannot store, checked against the columns they are written to
+        (models/columns.py): `alert_threshold: 40000` in a smallint failed `migrate` alone."""
+        problems = []
+        # Rows in slices, so 100,000 checks never hold 100,000 row dicts at once.
+        for first in range(0, len(self.checks), _ROWS_AT_ONCE):
+            checks = self.checks[first : first + _ROWS_AT_ONCE]
+            rows = [check.row(self.platform_url) for check in checks]
+            problems += [
+                f"checks[{first + index}].{_CHECK_FIELD.get(column, column)}: {reason}"
+                for index, column, reason in rows_problems(Check.__table__, rows)  # type: ignore[arg-type]
+            ]
+        return problems
 
     def channel(self, name: str) -> ChannelConfig:
         return next(c for c in self.channels if c.name == name)
@@ -626,35 +701,68 @@ def describe_validation_error(error: ValidationError) -> list[str]:
     return lines
 
 
+def text_problems(data: Any) -> list[str]:
+    """Strings anywhere in the config that Postgres cannot store (NUL, lone surrogates): any
+    of them may reach a column (a rule's description becomes an incident's impact)."""
+    try:
+        # One pass in C for the common case of nothing wrong: \u0000 is how JSON writes NUL,
+        # and a lone surrogate does not encode. Anything odd falls through to the walk.
+        dumped = json.dumps(data, ensure_ascii=False, default=str)
+        if "\\u0000" not in dumped:
+            dumped.encode("utf-8")
+            return []
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        pass
+    problems = []
+    seen: set[int] = set()  # YAML aliases share a list or mapping: walk it once
+    pending: list[tuple[tuple[int | str, ...], Any]] = [((), data)]
+    while pending:
+        path, item = pending.pop()
+        if isinstance(item, str):
+            if problem := unstorable_text(item):
+                problems.append(f"{field_path(path)}: {problem}")
+        elif isinstance(item, dict | list) and id(item) not in seen:
+            seen.add(id(item))
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, value in pairs:
+                if isinstance(key, str) and (problem := unstorable_text(key)):
+                    problems.append(f"{field_path(path)}: a key {problem}")
+                    continue
+                # A YAML key may be null, a date or a number: the path shows it as text.
+                part = key if isinstance(key, str | int) else str(key)
+                pending.append(((*path, part), value))
+    return sorted(problems)
+
+
 def parse_config(data: Any, overrides: dict[str, Any] | None = None) -> EventopsConfig:
-    """Validate already-parsed YAML; raise ConfigError with every problem found."""
+    """Validate already-parsed YAML; raise ConfigError with every problem found.
+
+    What `config check` accepts is what start-up accepts (both come here through load_config)
+    and what `migrate` can write: values are held to the columns they land in."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(["(top level): must be a mapping of settings"])
     data = {**data, **(overrides or {})}
+    problems = text_problems(data)
     try:
         config = EventopsConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(describe_validation_error(error)) from None
-    if problems := config.cross_reference_problems():
-        raise ConfigError(problems)
+        raise ConfigError(problems + describe_validation_error(error)) from None
+    problems += config.cross_reference_problems() + config.storage_problems()
+    if problems:
+        # Text that Postgres cannot store is found by both the walk and the column check.
+        raise ConfigError(list(dict.fromkeys(problems)))
     return config
 
 
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> EventopsConfig:
-    """Read and validate the YAML file at `path`."""
+    """Read and validate the YAML file at `path` (models/config_yaml.py says what is refused
+    before validation: size, depth, duplicate keys, an empty file)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_config_file(path)
     except OSError as error:
         raise ConfigError([f"{path}: cannot read ({error.strerror})"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: is not UTF-8 text"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        reason = getattr(error, "problem", None) or "invalid YAML"
-        raise ConfigError([f"{where}: {reason}"]) from None
+    except YamlProblem as problem:
+        raise ConfigError([f"{problem.where(path)}: {problem.reason}"]) from None
     return parse_config(data, overrides)

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from models.config_regex import regex_problem
+
 
 def _duration(value: object) -> timedelta:
     # Imported when a value is parsed: models.config imports this module for its field.
@@ -302,11 +304,16 @@ class SignaturesConfig(_Strict):
     @classmethod
     def _regexes(cls, extra: dict[str, str]) -> dict[str, str]:
         for name, pattern in extra.items():
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ValueError(f"{name}: bad regular expression ({error})") from None
+            if problem := regex_problem(pattern):
+                raise ValueError(f"{name}: bad regular expression ({problem})")
         return extra
+
+    @field_validator("scanner_agents")
+    @classmethod
+    def _agents_regex(cls, pattern: str | None) -> str | None:
+        if pattern is not None and (problem := regex_problem(pattern)):
+            raise ValueError(f"bad regular expression ({problem})")
+        return pattern
 
 
 class SecurityConfig(_Strict):

@@ -20,6 +20,9 @@ def make_engine(url: str) -> Engine:
         max_overflow=5,
         # A Postgres restart leaves dead sockets in the pool; test them before use.
         pool_pre_ping=True,
+        # A failed statement's error (a traceback, a log line, a Sentry event) would print
+        # its bound values: check URLs with credentials, tokens. The SQL alone says enough.
+        hide_parameters=True,
         connect_args={"connect_timeout": 5, "application_name": "eventops"},
     )
 

@@ -17,6 +17,7 @@ from workers.cli_output import (
     NotFound,
     checked_config,
     config_errors_exit_2,
+    database_refusal_exits_1,
     fail,
     print_json,
     print_table,
@@ -80,8 +81,12 @@ def migrate() -> None:
     from models.db import get_engine, session_scope
 
     config = checked_config()
-    upgrade(get_engine().url.render_as_string(hide_password=False))
-    with session_scope() as session:
+    with database_refusal_exits_1("the schema migration failed; the schema is as it was"):
+        upgrade(get_engine().url.render_as_string(hide_password=False))
+    with (
+        database_refusal_exits_1("the checks could not be written; every check is as it was"),
+        session_scope() as session,
+    ):
         counts = sync_checks(session, config)
     click.echo(
         f"schema up to date; {counts['checks']} checks loaded, {counts['disabled']} disabled"

@@ -153,6 +153,21 @@ def config_errors_exit_2(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+@contextlib.contextmanager
+def database_refusal_exits_1(message: str) -> Iterator[None]:
+    """A statement the database refuses ends the command with `message`, the database's
+    reason and exit 1, never a traceback. Only the first line of the reason: its DETAIL and
+    CONTEXT lines may quote the row, and a row may hold a check URL's credentials."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        yield
+    except DBAPIError as error:
+        if _is_connection_failure(error):
+            raise  # EventopsGroup names the database that cannot be reached
+        fail(f"{message}: {_first_line(error)}")
+
+
 class EventopsGroup(click.Group):
     """The `eventops` group: a database or broker that cannot be reached is one line naming
     it and exit 1, never a traceback (the driver's first line says host, port and why; it

@@ -74,7 +74,7 @@ def type_name(annotation: Any) -> str:
         kept = [type_name(a) for a in args if a is not type(None)]
         optional = len(kept) < len(args)
         return " \\| ".join(kept) + (" (optional)" if optional else "")
-    if origin is list:
+    if origin in (list, tuple):  # YAML has lists only; a tuple[int, ...] field reads one
         return f"list of {type_name(args[0])}" if args else "list"
     if origin is dict:
         return f"map of {type_name(args[0])} to {type_name(args[1])}" if args else "map"
@@ -111,7 +111,8 @@ def render_value(value: Any) -> str:
         if value and all(isinstance(v, BaseModel) for v in value.values()):
             return "one per " + ", ".join(f"`{k}`" for k in value)
         return f"`{value}`" if value else "`{}`"
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
+        value = list(value)
         if len(value) > 8:
             return f"`{value[0]}` ... `{value[-1]}` ({len(value)} values)"
         return f"`{value}`" if value else "`[]`"

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import yaml
-from sqlalchemy import select
+from sqlalchemy import insert, select
+from sqlalchemy.exc import DBAPIError
 
+from models import db
 from models.db import session_scope
 from models.tables import Check
 
@@ -67,3 +71,122 @@ def test_config_with_one_bad_check_changes_no_check_at_all(clean_db: str, tmp_pa
     assert "checks[2].timeout: must be less than interval" in refused.stderr
     assert "Traceback" not in refused.stderr + refused.stdout
     assert checks_in_database() == before
+
+
+SECRET_URL = "http://ops:hunter2@127.0.0.1:9/health?token=s3cret-token"
+
+
+def config_with(tmp_path: Path, **fields: object) -> Path:
+    config = tmp_path / "eventops.yaml"
+    checks = [
+        {"name": "api", "url": "{platform_url}/health", "interval": "1m", "timeout": "2s"},
+        {"name": "web", "url": SECRET_URL, "interval": "1m", "timeout": "2s", **fields},
+    ]
+    config.write_text(yaml.safe_dump({"platform_url": "http://127.0.0.1:9", "checks": checks}))
+    return config
+
+
+def assert_no_secret_and_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    for secret in ("hunter2", "s3cret-token", "token="):
+        assert secret not in output
+
+
+def test_a_config_the_database_cannot_store_is_refused_at_the_door_and_changes_nothing(
+    clean_db: str, tmp_path: Path
+) -> None:
+    assert migrate(config_with(tmp_path), clean_db, tmp_path).returncode == 0
+    before = checks_in_database()
+
+    refused = migrate(config_with(tmp_path, alert_threshold=40000), clean_db, tmp_path)
+
+    assert refused.returncode == 2, refused.stderr
+    assert (
+        "checks[1].alert_threshold: must be at most 32767 (the database stores it as a smallint)"
+        in refused.stderr
+    )
+    assert_no_secret_and_no_traceback(refused)
+    assert checks_in_database() == before
+
+
+def test_a_statement_the_database_refuses_ends_migrate_in_one_line_without_its_values(
+    clean_db: str, tmp_path: Path
+) -> None:
+    """A refusal no config check can foresee (here a constraint added by hand): exit 1 with
+    the database's reason, no traceback, no bound parameters, nothing written."""
+    assert migrate(config_with(tmp_path), clean_db, tmp_path).returncode == 0
+    before = checks_in_database()
+    with db.get_engine().begin() as conn:
+        conn.exec_driver_sql(
+            "ALTER TABLE checks ADD CONSTRAINT no_slow_checks CHECK (interval_s < 3600)"
+        )
+    try:
+        refused = migrate(config_with(tmp_path, interval="2h"), clean_db, tmp_path)
+    finally:
+        with db.get_engine().begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE checks DROP CONSTRAINT no_slow_checks")
+
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "eventops: the checks could not be written; every check is as it was: new row for "
+        'relation "checks" violates check constraint "no_slow_checks"'
+    ]
+    assert_no_secret_and_no_traceback(refused)
+    assert checks_in_database() == before
+
+
+def test_a_database_error_never_carries_the_statement_s_bound_values(clean_db: str) -> None:
+    """The engine hides parameters: a traceback, a log line or a Sentry event shows the SQL,
+    never a check URL with its credentials."""
+    with pytest.raises(DBAPIError) as error, db.get_engine().begin() as conn:
+        conn.execute(
+            insert(Check).values(
+                name="leaky",
+                url=SECRET_URL,
+                expected_status=[200],
+                interval_s=60,
+                timeout_s=2,
+                max_body_bytes=1,
+                alert_threshold=40000,
+                recovery_threshold=1,
+                severity="critical",
+                group_name="leaky",
+                next_due_at=datetime.now(UTC),
+            )
+        )
+    assert "smallint out of range" in str(error.value)
+    assert "hunter2" not in str(error.value)
+    assert "s3cret-token" not in str(error.value)
+
+
+def test_start_up_refuses_what_config_check_refuses_with_the_same_lines(
+    clean_db: str, tmp_path: Path
+) -> None:
+    """One validation for both doors: `config check` and a worker's start."""
+    config = config_with(tmp_path, alert_threshold=40000)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTOPS_")}
+    env.update(
+        EVENTOPS_DATABASE_URL=clean_db,
+        EVENTOPS_BROKER_URL="redis://127.0.0.1:9/0",  # never reached: the config stops it
+        EVENTOPS_CONFIG_FILE=str(config),
+        EVENTOPS_VAR_DIR=str(tmp_path / "var"),
+    )
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                [sys.executable, "-m", "workers.cli", *argv],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`eventops {' '.join(argv)}` started with a config the database refuses")
+
+    check, worker = run("config", "check"), run("worker", "-c", "1")
+
+    assert check.returncode == worker.returncode == 2
+    assert check.stderr == worker.stderr
+    assert "checks[1].alert_threshold: must be at most 32767" in worker.stderr

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from models.config import ConfigError, load_config, parse_config, parse_duration
 
@@ -299,3 +300,314 @@ def test_an_unknown_key_with_dots_or_spaces_is_quoted_in_its_path() -> None:
     with pytest.raises(ConfigError) as error:
         parse_config({"network": {"allow internal.x": []}})
     assert error.value.problems == ["network['allow internal.x']: unknown field"]
+
+
+# Issue 15, item 4: what `config check` accepts, `migrate` can write.
+
+
+def one_check(**fields: object) -> dict:
+    return {
+        "checks": [{"name": "api", "url": "http://x/", "interval": "1m", "timeout": "2s", **fields}]
+    }
+
+
+def test_an_alert_threshold_past_its_smallint_column_is_refused_by_config_check(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(VALID.replace("alert_threshold: 2", "alert_threshold: 40000"))
+    result = run_config_check(repo_root, path)
+    assert result.returncode == 2, result.stdout
+    assert (
+        "checks[0].alert_threshold: must be at most 32767 (the database stores it as a "
+        "smallint)" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("impact", "reason"),
+    [
+        ("down\ud800", "holds a lone surrogate (U+D800), which is not UTF-8 text"),
+        ("down\x00", "holds a NUL character, which Postgres cannot store"),
+    ],
+)
+def test_text_postgres_cannot_store_is_refused_with_its_path(impact: str, reason: str) -> None:
+    assert problems_of(one_check(impact=impact)) == [f"checks[0].impact: {reason}"]
+
+
+def test_text_postgres_cannot_store_under_a_key_that_is_no_string_is_named_by_its_path() -> None:
+    import datetime
+
+    problems = problems_of({None: {datetime.date(2026, 1, 1): ["x\x00"]}})
+    assert "None['2026-01-01'][0]: holds a NUL character, which Postgres cannot store" in problems
+
+
+def test_a_lone_surrogate_or_nul_written_in_the_yaml_file_is_refused_with_where_it_is(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(VALID.replace("alert_threshold: 2", 'alert_threshold: 2\n    impact: "x\\0"'))
+    with pytest.raises(ConfigError) as nul:
+        load_config(path)
+    assert nul.value.problems == [
+        "checks[0].impact: holds a NUL character, which Postgres cannot store"
+    ]
+    path.write_text(
+        VALID.replace("alert_threshold: 2", 'alert_threshold: 2\n    impact: "\\ud800"')
+    )
+    with pytest.raises(ConfigError) as surrogate:
+        load_config(path)
+    (problem,) = surrogate.value.problems
+    assert problem.startswith(f"{path}:9:")
+    assert "invalid Unicode character escape code" in problem
+
+
+def test_every_integer_column_a_check_is_written_to_is_held_to_its_width() -> None:
+    """The rules come from the table definitions: a column added to the row is checked."""
+    from sqlalchemy import Integer
+
+    from models.tables import Check
+
+    config = parse_config(one_check())
+    row = config.checks[0].row(config.platform_url)
+    assert set(row) <= set(Check.__table__.columns.keys())
+    fields = {"interval_s": "interval", "timeout_s": "timeout", "group_name": "group"}
+    integer_columns = [
+        name for name in row if isinstance(Check.__table__.columns[name].type, Integer)
+    ]
+    assert {"alert_threshold", "recovery_threshold", "max_body_bytes"} <= set(integer_columns)
+    for column in integer_columns:
+        field = fields.get(column, column)
+        wide = config.model_copy(
+            update={"checks": [config.checks[0].model_copy(update={field: 2**40})]}
+        )
+        assert [p.split(":")[0] for p in wide.storage_problems()] == [f"checks[0].{field}"]
+
+
+def test_column_rules_follow_the_sqlalchemy_types() -> None:
+    from sqlalchemy import BigInteger, Column, Integer, MetaData, SmallInteger, String, Table, Text
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    from models.columns import rows_problems
+
+    table = Table(
+        "t",
+        MetaData(),
+        Column("small", SmallInteger),
+        Column("int", Integer),
+        Column("big", BigInteger),
+        Column("code", String(5)),
+        Column("note", Text),
+        Column("doc", JSONB),
+    )
+    fine = {"small": -32768, "int": 2**31 - 1, "big": -(2**63), "code": "abcde", "note": "é"}
+    bad = {
+        "small": 32768,
+        "int": -(2**31) - 1,
+        "big": 2**63,
+        "code": "abcdef",
+        "note": "\x00",
+        "doc": {"k": [1.0, float("nan")]},
+    }
+    assert list(rows_problems(table, [{**fine, "doc": {"k": ["\u00e9"]}}])) == []
+    assert list(rows_problems(table, [fine, bad])) == [
+        (1, "small", "must be at most 32767 (the database stores it as a smallint)"),
+        (1, "int", "must be at least -2147483648 (the database stores it as a integer)"),
+        (1, "big", "must be at most 9223372036854775807 (the database stores it as a bigint)"),
+        (1, "code", "must be at most 5 characters (the database stores varchar(5))"),
+        (1, "note", "holds a NUL character, which Postgres cannot store"),
+        (1, "doc", "must be a finite number (JSON has no NaN or infinity)"),
+    ]
+
+
+def test_a_check_interval_past_a_year_is_refused_before_postgres_overflows_its_timestamps() -> None:
+    assert problems_of(one_check(interval="900000000d")) == [
+        "checks[0].interval: must be at most 365d"
+    ]
+
+
+# Issue 15, item 5: validation is linear in the number of checks.
+
+
+def test_a_hundred_thousand_checks_in_one_dependency_chain_validate() -> None:
+    count = 100_000
+    checks = [
+        {
+            "name": f"c{n}",
+            "url": "http://x/",
+            "interval": "1m",
+            "timeout": "2s",
+            "depends_on": [f"c{n + 1}"] if n + 1 < count else [],
+        }
+        for n in range(count)
+    ]
+    config = parse_config({"checks": checks})
+    assert len(config.checks) == count
+
+
+def test_a_dependency_chain_ending_in_a_cycle_is_found_without_recursion() -> None:
+    count = 5000
+    checks = [
+        {
+            "name": f"c{n}",
+            "url": "http://x/",
+            "interval": "1m",
+            "timeout": "2s",
+            "depends_on": [f"c{(n + 1) % count}"],
+        }
+        for n in range(count)
+    ]
+    problems = problems_of({"checks": checks})
+    assert len(problems) == 1
+    assert problems[0].startswith("checks: depends_on forms a cycle (c0 -> c1 -> c2 -> ")
+    assert problems[0].endswith(" -> c4999 -> c0)")
+
+
+def test_a_check_depending_on_itself_is_an_unknown_check() -> None:
+    assert problems_of(one_check(depends_on=["api"])) == [
+        "checks[0].depends_on[0]: unknown check 'api'",
+        "checks: depends_on forms a cycle (api -> api)",
+    ]
+
+
+def test_a_config_file_over_64_mib_is_refused_naming_the_limit(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    with path.open("w") as handle:
+        handle.write(VALID)
+        handle.write(("#" * 1023 + "\n") * (64 * 1024))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert error.value.problems == [f"{path}: is larger than 64 MiB, the most a config file may be"]
+
+
+# Issue 15, item 6: hostile files end in `path: reason` and exit 2, never a traceback.
+
+
+def test_yaml_nested_thousands_deep_is_exit_2_with_where_not_a_recursion_error(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        VALID + "insight:\n" + "".join(" " * (2 * i + 2) + f"k{i}:\n" for i in range(900))
+    )
+    result = run_config_check(repo_root, path)
+    assert result.returncode == 2
+    assert f"{path}:" in result.stderr
+    assert "is nested deeper than 64 levels" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("section", "path", "pattern"),
+    [
+        ("maintenance_windows", "maintenance_windows[0].matchers", "a{4294967296}"),
+        ("signatures", "security.signatures.extra", "a{4294967296}"),
+        ("maintenance_windows", "maintenance_windows[0].matchers", "(" * 5000 + ")" * 5000),
+        ("signatures", "security.signatures.extra", "(" * 5000 + ")" * 5000),
+        ("agents", "security.signatures.scanner_agents", "a{4294967296}"),
+    ],
+)
+def test_a_regex_python_cannot_compile_is_a_problem_at_its_path(
+    section: str, path: str, pattern: str
+) -> None:
+    data: dict = {
+        "maintenance_windows": {
+            "maintenance_windows": [
+                {
+                    "name": "w",
+                    "matchers": [f"check=~{pattern}"],
+                    "day": "sunday",
+                    "start": "02:00",
+                    "duration": "1h",
+                }
+            ]
+        },
+        "signatures": {"security": {"signatures": {"extra": {"mine": pattern}}}},
+        "agents": {"security": {"signatures": {"scanner_agents": pattern}}},
+    }[section]
+    problems = problems_of(data)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{path}: ")
+    assert "bad regular expression" in problems[0]
+
+
+def test_a_regex_with_a_huge_repetition_is_exit_2_from_config_check(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(VALID + "security:\n  signatures:\n    extra:\n      mine: 'a{4294967296}'\n")
+    result = run_config_check(repo_root, path)
+    assert result.returncode == 2
+    assert "security.signatures.extra: mine: bad regular expression" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n# and another\n", "---\n", "~\n"])
+def test_an_empty_or_comment_only_file_is_refused_not_read_as_no_checks(
+    repo_root: Path, tmp_path: Path, text: str
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    result = run_config_check(repo_root, path)
+    assert result.returncode == 2
+    assert (
+        f"{path}: holds no settings (it is empty or only comments); an empty config would "
+        "disable every check" in result.stderr
+    )
+
+
+def test_a_duplicate_key_is_refused_naming_both_lines(repo_root: Path, tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(VALID.replace("    timeout: 10s\n", "    timeout: 10s\n    interval: 1m\n"))
+    result = run_config_check(repo_root, path)
+    assert result.returncode == 2
+    assert f"{path}:8:5: duplicate key 'interval' (first at line 6)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("9" * 5000, "as int (Exceeds the limit"),
+        ("2026-13-01", "as timestamp (month must be in 1..12)"),
+    ],
+)
+def test_a_scalar_python_cannot_build_is_a_yaml_problem_not_a_value_error(
+    tmp_path: Path, value: str, reason: str
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(VALID.replace("alert_threshold: 2", f"alert_threshold: {value}"))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    (problem,) = error.value.problems
+    assert problem.startswith(f"{path}:8:22: cannot read ")
+    assert reason in problem
+
+
+def test_aliases_expanding_past_the_value_limit_are_refused(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [" + ", ".join(["x"] * 10) + "]"]
+    lines += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 10) + "]" for n in range(1, 9)]
+    path = tmp_path / "c.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    (problem,) = error.value.problems
+    assert "holds more than 5,000,000 values (aliases counted expanded)" in problem
+
+
+def test_merge_keys_and_anchors_read_as_safe_load_reads_them() -> None:
+    from models.config_yaml import parse_yaml
+
+    text = (
+        "defaults: &defaults {interval: 1m, timeout: 2s}\n"
+        "slow: &slow {max_body_bytes: 9, severity: warning}\n"
+        "checks:\n"
+        "  - {<<: *defaults, name: a, url: 'http://x/'}\n"
+        "  - {<<: [*slow, *defaults], name: b, url: 'http://x/', severity: info}\n"
+        "  - &c {name: c, url: 'http://x/', interval: 1m, timeout: 2s, on: yes, at: 2026-01-01}\n"
+        "again: *c\n"
+    )
+    assert parse_yaml(text) == yaml.safe_load(text)
+    # Of a list of merged mappings, the earlier gives a key both have (the YAML merge spec).
+    merged = parse_yaml("a: &a {k: 1}\nb: &b {k: 2}\nc: {<<: [*a, *b]}\n")
+    assert merged["c"] == {"k": 1}
