@@ -5,22 +5,35 @@ misbehaving each.
 promise a well-behaved server keeps (an answer, a bounded body, honest compression, ...).
 `ZOO` lists every hostile kind with the outcome a probe must give it, for tests that take
 them all at once (tests/integration/test_hostile_endpoints.py). The `serve` fixture
-(tests/integration/conftest.py) starts servers for one test and joins their threads after.
+(tests/integration/conftest.py) starts servers for one test and joins their threads after;
+`target` and `run_probe` probe them with the production client.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import gzip
 import importlib.util
+import multiprocessing
 import socket
 import ssl
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+
+import httpx
+
+from core.probing import ProbeResult, ProbeTarget, Reason, make_client, probe
 
 Handler = Callable[[socket.socket, threading.Event], None]
+
+ANY_2XX = tuple(range(200, 300))
 
 
 class RawServer:
@@ -80,6 +93,49 @@ class RawServer:
             worker.join(timeout=2)
         alive = [t for t in [self.accepter, *self.threads] if t.is_alive()]
         assert not alive, f"server threads still running at teardown: {alive}"
+
+
+class ServerProcess:
+    """A RawServer in a child process of its own, for tests that time many probes at once:
+    its threads then never take the test process's GIL from the probes' event loop (a real
+    target never shares a worker's), so a late probe is the probe's own doing.
+
+    The child is forked, so `handler` may be any callable (nothing is pickled)."""
+
+    def __init__(
+        self, handler: Handler, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+    ) -> None:
+        context = multiprocessing.get_context("fork")
+        self._control, child_end = context.Pipe()
+        self.process = context.Process(
+            target=_serve_in_child, args=(handler, tls, host, child_end), daemon=True
+        )
+        self.process.start()
+        if not self._control.poll(10):
+            self.process.kill()
+            raise RuntimeError("the server process did not start")
+        self.host = host
+        self.port: int = self._control.recv()
+
+    def url(self, path: str = "/", scheme: str = "http") -> str:
+        return f"{scheme}://{self.host}:{self.port}{path}"
+
+    def close(self) -> None:
+        self._control.send("stop")
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+            raise AssertionError("the server process did not stop")
+
+
+def _serve_in_child(
+    handler: Handler, tls: ssl.SSLContext | None, host: str, control: Connection
+) -> None:
+    server = RawServer(handler, tls, host)
+    control.send(server.port)
+    control.recv()  # "stop", or EOFError when the test process is gone
+    server.close()
 
 
 # --------------------------------------------------------------------------- well-behaved
@@ -177,7 +233,8 @@ def endless_header_line(conn: socket.socket, stop: threading.Event) -> None:
 
 
 def informational_flood(conn: socket.socket, stop: threading.Event) -> None:
-    """`100 Continue` after `100 Continue`: a client skips each one and waits for the next."""
+    """`100 Continue` after `100 Continue`: a client skips each one and waits for the next
+    (aiohttp, with no limit)."""
     read_request_head(conn, stop)
     send_forever(conn, stop, b"HTTP/1.1 100 Continue\r\n\r\n" * 64)
 
@@ -207,6 +264,18 @@ def dripping_body(interval_s: float = 1.0) -> Handler:
         conn.sendall(b"x")
         while not stop.wait(interval_s):
             conn.sendall(b"x")
+
+    return handler
+
+
+def tiny_chunks(chunk: bytes) -> Handler:
+    """A chunked 200 whose body never ends, in tiny chunks (`chunk` is one, framing and all):
+    the parsing costs per chunk, not per byte."""
+
+    def handler(conn: socket.socket, stop: threading.Event) -> None:
+        read_request_head(conn, stop)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        send_forever(conn, stop, chunk * (1_048_576 // len(chunk)))
 
     return handler
 
@@ -253,28 +322,30 @@ def redirect_loop() -> Handler:
     return routes(REDIRECT_LOOP)
 
 
-def cookie_flood_redirect(conn: socket.socket, stop: threading.Event) -> None:
-    """A 302 with as many and as costly Set-Cookie headers as an HTTP parser lets through (128
-    of 8 KB, each a thousand `expires` attributes to parse), then a 200 at its Location."""
+def cookie_flood_redirects(conn: socket.socket, stop: threading.Event) -> None:
+    """Four 302s in a row, each with as many and as costly Set-Cookie headers as an HTTP
+    parser lets through (120 of 8 KB, each 400 `expires` attributes to parse), then a 200."""
     path = request_path(read_request_head(conn, stop))
-    if path != "/":
+    hops = ["/", "/1", "/2", "/3"]
+    if path not in hops:
         respond(conn, "200 OK", b"ok")
         return
     cookie = (b"Set-Cookie: c=v" + b";expires=01-Jan-2001" * 400)[:8000] + b"\r\n"
+    next_hop = f"/{hops.index(path) + 1}".encode()
     conn.sendall(
-        b"HTTP/1.1 302 Found\r\nLocation: /in\r\nContent-Length: 0\r\nConnection: close\r\n"
-        + cookie * 120
-        + b"\r\n"
+        b"HTTP/1.1 302 Found\r\nLocation: " + next_hop + b"\r\nContent-Length: 0\r\n"
+        b"Connection: close\r\n" + cookie * 120 + b"\r\n"
     )
 
 
 # --------------------------------------------------------------------------- compression bombs
 
 
+@functools.cache
 def bomb(encoding: str, inflated_bytes: int) -> bytes:
     """`inflated_bytes` of zeros compressed as `Content-Encoding: <encoding>` says (`gzip`,
     `deflate`, `br`, or a list such as `gzip, gzip`, applied in order), built in pieces so
-    the inflated size never sits in the test's own memory."""
+    the inflated size never sits in the test's own memory. Kept once made (0.4 s per 128 MB)."""
     data = _zeros_compressed(encoding.split(",")[0].strip(), inflated_bytes)
     for layer in encoding.split(",")[1:]:
         data = _compressed(layer.strip(), data)
@@ -326,6 +397,55 @@ def compressed_answer(
     return handler
 
 
+# --------------------------------------------------------------------------- probing
+
+
+def target(
+    url: str,
+    *,
+    timeout_s: float = 2.0,
+    expected_status: tuple[int, ...] = ANY_2XX,
+    max_body_bytes: int = 1_000_000,
+    check_id: int = 1,
+) -> ProbeTarget:
+    return ProbeTarget(
+        check_id=check_id,
+        slot=datetime.now(UTC),
+        url=url,
+        method="GET",
+        timeout_s=timeout_s,
+        expected_status=expected_status,
+        max_body_bytes=max_body_bytes,
+    )
+
+
+def run_probe(
+    probe_target: ProbeTarget, client_factory: Callable[[], httpx.AsyncClient] = make_client
+) -> ProbeResult:
+    async def main() -> ProbeResult:
+        client = client_factory()
+        try:
+            return await probe(client, probe_target)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def timed_probe(
+    probe_target: ProbeTarget, client_factory: Callable[[], httpx.AsyncClient] = make_client
+) -> tuple[ProbeResult, float]:
+    started = time.perf_counter()
+    result = run_probe(probe_target, client_factory)
+    return result, time.perf_counter() - started
+
+
+def assert_down(result: ProbeResult, reason: str) -> None:
+    assert result.status == "down", result
+    assert result.reason == reason, result
+    assert not result.ok
+
+
 # --------------------------------------------------------------------------- the catalogue
 
 INFLATED = 128 * 1_048_576
@@ -345,13 +465,7 @@ class Hostile:
 
 
 def _zoo() -> list[Hostile]:
-    # Reason names as core.probing.Reason spells them; this module imports no eventops code.
     up = None
-    gzip_bomb = Hostile(
-        "gzip bomb on a 302",
-        lambda: compressed_answer("302 Found", "gzip", bomb("gzip", INFLATED)),
-        up,
-    )
     brotli = (
         [
             Hostile(
@@ -364,12 +478,16 @@ def _zoo() -> list[Hostile]:
         else []
     )
     return [
-        gzip_bomb,
+        Hostile(
+            "gzip bomb on a 302",
+            lambda: compressed_answer("302 Found", "gzip", bomb("gzip", INFLATED)),
+            up,
+        ),
         *brotli,
         Hostile(
             "gzip bomb on a 302 over the limit on the wire",
             lambda: compressed_answer("302 Found", "gzip", bomb("gzip", INFLATED)),
-            "body_too_large",
+            Reason.BODY_TOO_LARGE,
             max_body_bytes=64_000,
         ),
         Hostile(
@@ -391,22 +509,35 @@ def _zoo() -> list[Hostile]:
             lambda: compressed_answer("200 OK", "gzip", bomb("gzip", INFLATED), location=None),
             up,
         ),
-        Hostile("cookie flood on a 302", lambda: cookie_flood_redirect, up),
-        Hostile("endless body", lambda: endless_body, "body_too_large"),
-        Hostile("endless redirect body", lambda: endless_redirect_body, "body_too_large"),
-        Hostile("dripping body", lambda: dripping_body(0.2), "timeout"),
-        Hostile("slow headers", lambda: slow_headers, "timeout"),
-        Hostile("header flood", lambda: header_flood, "protocol_error"),
-        Hostile("endless header line", lambda: endless_header_line, "protocol_error"),
-        Hostile("informational flood", lambda: informational_flood, "timeout"),
-        Hostile("never answers", lambda: silent, "timeout"),
-        Hostile("TLS handshake that stalls", lambda: silent, "timeout", scheme="https"),
+        Hostile("cookie flood on redirects", lambda: cookie_flood_redirects, up),
+        Hostile("endless body", lambda: endless_body, Reason.BODY_TOO_LARGE),
+        Hostile("endless redirect body", lambda: endless_redirect_body, Reason.BODY_TOO_LARGE),
+        Hostile("dripping body", lambda: dripping_body(0.2), Reason.TIMEOUT),
+        # At a few microseconds of parsing per chunk, the deadline comes before the limit.
+        Hostile(
+            "body in one-byte chunks",
+            lambda: tiny_chunks(b"1\r\nx\r\n"),
+            Reason.TIMEOUT,
+            max_body_bytes=64 * 1_048_576,
+        ),
+        Hostile(
+            "body in one-byte chunks with extensions",
+            lambda: tiny_chunks(b"0001;ext=1\r\nx\r\n"),
+            Reason.TIMEOUT,
+            max_body_bytes=64 * 1_048_576,
+        ),
+        Hostile("slow headers", lambda: slow_headers, Reason.TIMEOUT),
+        Hostile("header flood", lambda: header_flood, Reason.PROTOCOL),
+        Hostile("endless header line", lambda: endless_header_line, Reason.PROTOCOL),
+        Hostile("informational flood", lambda: informational_flood, Reason.PROTOCOL),
+        Hostile("never answers", lambda: silent, Reason.TIMEOUT),
+        Hostile("TLS handshake that stalls", lambda: silent, Reason.TIMEOUT, scheme="https"),
         # aiohttp reads a reset after part of the body as a body cut short.
-        Hostile("reset mid-body", lambda: reset_mid_body, "protocol_error"),
-        Hostile("reset before answering", lambda: reset_before_answering, "connection_error"),
-        Hostile("bad status line", lambda: garbage(), "protocol_error"),
-        Hostile("body cut short", lambda: truncated_body, "protocol_error"),
-        Hostile("redirect loop", redirect_loop, "too_many_redirects"),
+        Hostile("reset mid-body", lambda: reset_mid_body, Reason.PROTOCOL),
+        Hostile("reset before answering", lambda: reset_before_answering, Reason.CONNECTION),
+        Hostile("bad status line", lambda: garbage(), Reason.PROTOCOL),
+        Hostile("body cut short", lambda: truncated_body, Reason.PROTOCOL),
+        Hostile("redirect loop", redirect_loop, Reason.TOO_MANY_REDIRECTS),
     ]
 
 

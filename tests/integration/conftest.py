@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.dashboard_server import Dashboard, running_dashboard
-from tests.hostile_servers import Handler, RawServer
+from tests.hostile_servers import Handler, RawServer, ServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,23 @@ def serve() -> Iterator[Callable[..., RawServer]]:
         handler: Handler, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"
     ) -> RawServer:
         server = RawServer(handler, tls, host)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def serve_apart() -> Iterator[Callable[..., ServerProcess]]:
+    """As `serve`, each server in a child process of its own (for tests that time probes)."""
+    servers: list[ServerProcess] = []
+
+    def start(
+        handler: Handler, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+    ) -> ServerProcess:
+        server = ServerProcess(handler, tls, host)
         servers.append(server)
         return server
 

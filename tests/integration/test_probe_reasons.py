@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -27,7 +26,6 @@ import pytest
 
 from core.probing import (
     ProbeResult,
-    ProbeTarget,
     Reason,
     make_client,
     probe,
@@ -36,6 +34,7 @@ from core.probing import (
 from tests.hostile_servers import (
     Handler,
     RawServer,
+    assert_down,
     dripping_body,
     endless_body,
     endless_redirect_body,
@@ -45,62 +44,14 @@ from tests.hostile_servers import (
     reset_before_answering,
     respond,
     routes,
+    run_probe,
     silent,
+    target,
+    timed_probe,
     truncated_body,
 )
 
 pytestmark = pytest.mark.timeout(30)
-
-ANY_2XX = tuple(range(200, 300))
-
-# --------------------------------------------------------------------------- helpers
-
-
-def target(
-    url: str,
-    *,
-    timeout_s: float = 2.0,
-    expected_status: tuple[int, ...] = ANY_2XX,
-    max_body_bytes: int = 1_000_000,
-    check_id: int = 1,
-) -> ProbeTarget:
-    return ProbeTarget(
-        check_id=check_id,
-        slot=datetime.now(UTC),
-        url=url,
-        method="GET",
-        timeout_s=timeout_s,
-        expected_status=expected_status,
-        max_body_bytes=max_body_bytes,
-    )
-
-
-def run_probe(
-    probe_target: ProbeTarget, client_factory: Callable[[], httpx.AsyncClient] = make_client
-) -> ProbeResult:
-    async def main() -> ProbeResult:
-        client = client_factory()
-        try:
-            return await probe(client, probe_target)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
-
-
-def timed_probe(
-    probe_target: ProbeTarget, client_factory: Callable[[], httpx.AsyncClient] = make_client
-) -> tuple[ProbeResult, float]:
-    started = time.perf_counter()
-    result = run_probe(probe_target, client_factory)
-    return result, time.perf_counter() - started
-
-
-def assert_down(result: ProbeResult, reason: str) -> None:
-    assert result.status == "down", result
-    assert result.reason == reason, result
-    assert not result.ok
-
 
 # --------------------------------------------------------------------------- status
 
