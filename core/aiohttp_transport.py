@@ -23,6 +23,8 @@ test_hostile_endpoints.py):
   redirects httpx follows and only with as many cookies as a browser must keep; a redirect's
   body is read raw, held to the probe's `max_body_bytes` and dropped, never decoded (httpx
   would read it whole and decompress it on the event loop: a 300 KB gzip bomb is 300 MB).
+- Credentials never go in the URL aiohttp sees: a check's own travel as the Authorization
+  header httpx makes (core.probing passes them as `auth`, to the check's origin only).
 - No probe holds the event loop that every probe of the batch shares, whatever its server
   sends: a body is read a piece at a time with the loop handed back every millisecond, at
   most 16 informational (1xx) answers are skipped, cookies are parsed from followed
@@ -175,6 +177,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if not self._keepalive:
             # httpx asks for keep-alive by default; aiohttp says `close` when it is unset.
             headers.popall("Connection", None)
+        if url.userinfo:
+            # Credentials travel only as the Authorization header httpx made of the check's
+            # own (core.probing); a redirect's Location may name others, which are not sent
+            # (aiohttp would send them, or refuse them next to the header).
+            url = url.copy_with(userinfo=b"")
         body = await request.aread()
         try:
             response = await self._session_of_this_loop().request(
