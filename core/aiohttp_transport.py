@@ -383,9 +383,20 @@ def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
         return None
 
 
-@functools.lru_cache(maxsize=16_384)
 def _yarl_url(url: str) -> URL:
-    """httpx's URL is already parsed and percent-encoded: yarl takes it as it is, once."""
+    """httpx's URL is already parsed and percent-encoded: yarl takes it as it is, once for a
+    URL of ordinary length. A redirect can name 8 KB of URL, a new one every time: 16,384
+    of those remembered would hold over 300 MB (20 KB an entry, URL and yarl's parse)."""
+    if len(url) > _REMEMBERED_URL_CHARS:
+        return URL(url, encoded=True)
+    return _remembered_yarl_url(url)
+
+
+_REMEMBERED_URL_CHARS = 512
+
+
+@functools.lru_cache(maxsize=16_384)
+def _remembered_yarl_url(url: str) -> URL:
     return URL(url, encoded=True)
 
 

@@ -15,6 +15,7 @@ import asyncio
 import functools
 import gzip
 import importlib.util
+import itertools
 import multiprocessing
 import socket
 import ssl
@@ -322,6 +323,17 @@ def redirect_loop() -> Handler:
     return routes(REDIRECT_LOOP)
 
 
+def new_long_redirects() -> Handler:
+    """Redirects, each to a new URL of 7 KB: what a worker remembers per URL adds up."""
+    count = itertools.count()
+
+    def handler(conn: socket.socket, stop: threading.Event) -> None:
+        read_request_head(conn, stop)
+        respond(conn, "302 Found", b"", f"Location: /{next(count)}-{'u' * 7000}\r\n")
+
+    return handler
+
+
 def cookie_flood_redirects(conn: socket.socket, stop: threading.Event) -> None:
     """Four 302s in a row, each with as many and as costly Set-Cookie headers as an HTTP
     parser lets through (120 of 8 KB, each 400 `expires` attributes to parse), then a 200."""
@@ -538,6 +550,7 @@ def _zoo() -> list[Hostile]:
         Hostile("bad status line", lambda: garbage(), Reason.PROTOCOL),
         Hostile("body cut short", lambda: truncated_body, Reason.PROTOCOL),
         Hostile("redirect loop", redirect_loop, Reason.TOO_MANY_REDIRECTS),
+        Hostile("new long redirects", new_long_redirects, Reason.TOO_MANY_REDIRECTS),
     ]
 
 

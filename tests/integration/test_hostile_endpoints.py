@@ -29,6 +29,7 @@ from tests.hostile_servers import (
     bomb,
     compressed_answer,
     healthy_after,
+    new_long_redirects,
     run_probe,
     target,
     timed_probe,
@@ -177,6 +178,34 @@ def test_a_redirect_bomb_that_would_take_longer_to_inflate_than_the_timeout_cann
 
     assert result.status == "up", result
     assert elapsed <= 0.3 + LATE_S
+
+
+def test_a_worker_does_not_remember_every_long_url_a_server_redirects_to(
+    serve_apart: Callable[..., ServerProcess],
+) -> None:
+    # The transport remembers parsed URLs (16,384 of them); a site redirecting to a new
+    # 7 KB URL every time filled that with 20 KB an entry, over 300 MB in a worker's life.
+    # (The server is apart so that its own threads' memory is not counted.)
+    server = serve_apart(new_long_redirects())
+
+    async def probes(count: int) -> None:
+        async with make_client() as client:
+            for _ in range(count):
+                result = await probe(client, target(server.url("/")))
+                assert result.reason == Reason.TOO_MANY_REDIRECTS, result
+
+    tracemalloc.start()
+    try:
+        asyncio.run(probes(40))  # fills what is bounded anyway (yarl's own caches of 128)
+        gc.collect()
+        before, _ = tracemalloc.get_traced_memory()
+        asyncio.run(probes(100))  # 500 more URLs of 7 KB
+        gc.collect()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert after - before < 1_048_576, f"{(after - before) / 1_048_576:.1f} MB more held"
 
 
 # --------------------------------------------------------------------------- a whole batch
