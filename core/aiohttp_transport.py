@@ -5,7 +5,8 @@ aiohttp parses HTTP in C and keeps its connection pool in O(1) per request. Prob
 unchanged: `client.stream(...)`, `reply.aiter_raw()`, httpx's redirects (every hop comes
 back through this transport and the SSRF guard), httpx's exceptions.
 
-What the transport promises (tests/integration/test_probe_reasons.py, test_ssrf_guard.py):
+What the transport promises (tests/integration/test_probe_reasons.py, test_ssrf_guard.py,
+test_hostile_endpoints.py):
 
 - The SSRF guard at connect time: host names go through `GuardedResolver` (every resolved
   address is checked; aiohttp connects only to what it returned), and IP-literal hosts are
@@ -17,9 +18,17 @@ What the transport promises (tests/integration/test_probe_reasons.py, test_ssrf_
 - aiohttp neither follows redirects (httpx does) nor decompresses: the body is the bytes
   after de-chunking and before content decoding, what httpx's `aiter_raw()` gives, so
   `max_body_bytes` counts the body as sent, compressed or not.
-- Cookies and the redirect-body limit belong to one probe (`ProbeScope`, set by
-  `core.probing.probe`): a jar per probe, as blackbox_exporter keeps, and a redirect's body
-  held to the probe's `max_body_bytes` (httpx reads it whole before following).
+- Cookies and redirect bodies belong to one probe (`ProbeScope`, set by
+  `core.probing.probe`): a jar per probe, as blackbox_exporter keeps, filled only from the
+  redirects httpx follows and only with as many cookies as a browser must keep; a redirect's
+  body is read raw, held to the probe's `max_body_bytes` and dropped, never decoded (httpx
+  would read it whole and decompress it on the event loop: a 300 KB gzip bomb is 300 MB).
+- Credentials never go in the URL aiohttp sees: a check's own travel as the Authorization
+  header httpx makes (core.probing passes them as `auth`, to the check's origin only).
+- No probe holds the event loop that every probe of the batch shares, whatever its server
+  sends: a body is read a piece at a time with the loop handed back every millisecond, at
+  most 16 informational (1xx) answers are skipped, cookies are parsed from followed
+  redirects only and within a browser's limits, and nothing is decompressed.
 - No connection limit (a batch's 100 to 500 concurrent probes never queue for a slot);
   keep-alive by default, `keepalive=False` for a new connection per request.
 - aiohttp's session belongs to an event loop, so it is made on the first request, in the
@@ -33,13 +42,17 @@ import asyncio
 import functools
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import aiohttp
 import httpx
 from aiohttp import hdrs
+from aiohttp.connector import Connection
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import RawResponseMessage
+from aiohttp.streams import StreamReader
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -54,8 +67,10 @@ class ProbeScope:
       cookie and expects it back works, and no probe is sent what a site gave an earlier
       one (httpx's client would keep them for the process, so a check would stop seeing
       what a new visitor sees, and the jar would grow with every site that sets one).
-    - The body limit, for redirect hops: httpx reads a redirect's body whole before
-      following it, past the limit the probe applies to the final body.
+    - Redirect bodies: httpx reads a redirect's body whole and decodes it before following
+      (a compression bomb inflates on the event loop, where no deadline can stop it). In a
+      probe nobody looks at that body: it is read raw, held to `max_body_bytes`, and
+      dropped, so httpx has nothing to decode.
     """
 
     max_body_bytes: int
@@ -65,6 +80,10 @@ class ProbeScope:
 probe_scope: ContextVar[ProbeScope | None] = ContextVar("probe_scope", default=None)
 
 _FOLLOWED = frozenset({301, 302, 303, 307, 308})
+# How long reading a body keeps the event loop before the other probes get a turn.
+_TURN_S = 0.001
+# Informational (1xx) answers skipped before the final one; real servers send one or two.
+_MAX_INFORMATIONAL = 16
 
 
 class BodyTooLarge(Exception):
@@ -123,6 +142,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             # Cookies live in the probe's own jar (ProbeScope); one here would keep them for
             # the session's life.
             cookie_jar=aiohttp.DummyCookieJar(),
+            response_class=_ProbeResponse,
         )
         # aiohttp resends an idempotent request once on a new connection after the server
         # closed or reset the first, even when that was a fresh connection: a broken
@@ -157,6 +177,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if not self._keepalive:
             # httpx asks for keep-alive by default; aiohttp says `close` when it is unset.
             headers.popall("Connection", None)
+        if url.userinfo:
+            # Credentials travel only as the Authorization header httpx made of the check's
+            # own (core.probing); a redirect's Location may name others, which are not sent
+            # (aiohttp would send them, or refuse them next to the header).
+            url = url.copy_with(userinfo=b"")
         body = await request.aread()
         try:
             response = await self._session_of_this_loop().request(
@@ -171,25 +196,28 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except (aiohttp.ClientError, OSError) as error:
             raise _as_httpx_error(error) from error
         raw_headers = response.raw_headers
+        # The statuses httpx follows (a 300 or 304 is a final answer, held to the probe's own
+        # limit with its status).
+        redirect = response.status in _FOLLOWED and hdrs.LOCATION in response.headers
         if hdrs.SET_COOKIE in response.headers:
             # Into this probe's jar (or nowhere, outside a probe); httpx's own jar, which
-            # lives as long as the client, never sees them.
-            if scope is not None:
+            # lives as long as the client, never sees them. Only a followed redirect's
+            # cookies can be sent again within the probe, so the final answer's are not
+            # parsed at all.
+            if scope is not None and redirect:
                 scope.cookies.extract_cookies(
-                    httpx.Response(response.status, headers=raw_headers, request=request)
+                    httpx.Response(
+                        response.status, headers=_cookies_to_keep(raw_headers), request=request
+                    )
                 )
             raw_headers = tuple(
                 (name, value) for name, value in raw_headers if name.lower() != b"set-cookie"
             )
-        # The statuses httpx follows (a 300 or 304 is a final answer, held to the probe's own
-        # limit with its status).
-        redirect = response.status in _FOLLOWED and hdrs.LOCATION in response.headers
-        limit = scope.max_body_bytes if scope is not None and redirect else None
-        return httpx.Response(
-            status_code=response.status,
-            headers=raw_headers,
-            stream=_ResponseBody(response, limit),
-        )
+        if scope is not None and redirect:
+            stream: httpx.AsyncByteStream = _DroppedBody(response, scope.max_body_bytes)
+        else:
+            stream = _ResponseBody(response)
+        return httpx.Response(status_code=response.status, headers=raw_headers, stream=stream)
 
     def _let_go_of_session(self) -> None:
         """Drop the session of another (usually closed) loop: nothing can be awaited there,
@@ -211,25 +239,107 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 class _ResponseBody(httpx.AsyncByteStream):
     """The body as it arrives; closing it returns the connection to the pool when the body
-    was read to the end, and closes it otherwise (aiohttp decides, per connection)."""
+    was read to the end, and closes it otherwise (aiohttp decides, per connection).
 
-    def __init__(self, response: aiohttp.ClientResponse, limit: int | None = None) -> None:
+    Read a piece (an HTTP chunk, or what one socket read brought) at a time, and the event
+    loop handed back every `_TURN_S`: aiohttp returns buffered data without letting the loop
+    run, and reading it lets aiohttp parse more of what the socket brought, so a body sent
+    in one-byte chunks (`readany()` takes every buffered one at once) held the loop 30 to
+    70 ms per socket read until the deadline, every other probe of the batch waiting.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
-        self._limit = limit
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        received = 0
+        loop = asyncio.get_running_loop()
+        turn_ends = loop.time() + _TURN_S
         try:
-            async for chunk in self._response.content.iter_any():
-                received += len(chunk)
-                if self._limit is not None and received > self._limit:
-                    raise BodyTooLarge(self._limit)
-                yield chunk
+            async for chunk, _ in self._response.content.iter_chunks():
+                if chunk:  # b"" marks the end of an HTTP chunk
+                    yield chunk
+                if loop.time() >= turn_ends:
+                    await asyncio.sleep(0)
+                    turn_ends = loop.time() + _TURN_S
         except (aiohttp.ClientError, OSError) as error:
             raise _as_httpx_error(error) from error
 
     async def aclose(self) -> None:
         self._response.release()
+
+
+class _DroppedBody(_ResponseBody):
+    """A followed redirect's body in a probe: read as sent (so the connection can serve the
+    next hop), held to the probe's limit, and dropped. httpx gets no bytes, so whatever its
+    Content-Encoding claims, nothing is decompressed."""
+
+    def __init__(self, response: aiohttp.ClientResponse, limit: int) -> None:
+        super().__init__(response)
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        received = 0
+        async for chunk in super().__aiter__():
+            received += len(chunk)
+            if received > self._limit:
+                raise BodyTooLarge(self._limit)
+        return
+        yield  # an async generator that yields nothing
+
+
+class _ProbeResponse(aiohttp.ClientResponse):
+    """aiohttp's response with its informational (1xx) answers counted: aiohttp skips any
+    number of them, each parsed into a message and dropped on the event loop, so a server
+    sending `100 Continue` without end held the loop about 0.1 s per socket read until the
+    deadline. Past `_MAX_INFORMATIONAL` the answer is a protocol error."""
+
+    async def start(self, connection: Connection) -> aiohttp.ClientResponse:
+        protocol = connection.protocol
+        if protocol is None:  # the connection is already closed: aiohttp says so
+            return await super().start(connection)
+        read = protocol.read
+        answers = 0
+
+        async def counted_read() -> tuple[RawResponseMessage, StreamReader]:
+            nonlocal answers
+            answers += 1
+            if answers > _MAX_INFORMATIONAL + 1:
+                # start() reports it as aiohttp's own protocol errors (ClientResponseError).
+                raise HttpProcessingError(
+                    message=f"more than {_MAX_INFORMATIONAL} informational (1xx) responses"
+                )
+            return await read()
+
+        # start() reads each answer through the protocol's read(); the protocol belongs to
+        # this request's connection until start() returns.
+        protocol.read = counted_read  # type: ignore[method-assign]
+        try:
+            return await super().start(connection)
+        finally:
+            del protocol.read
+
+
+# RFC 6265 (6.1) asks a user agent to keep at least 50 cookies of 4096 bytes per domain; a
+# real cookie has a handful of attributes. Parsing is pure Python on the event loop (128
+# Set-Cookie headers of 8 KB took 150 ms per response, every other probe waiting), so a
+# probe keeps that much and ignores the rest, as a browser past its limits does.
+_MAX_COOKIES = 50
+_MAX_COOKIE_BYTES = 4096
+_MAX_COOKIE_ATTRIBUTES = 16
+
+
+def _cookies_to_keep(raw_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    kept: list[tuple[bytes, bytes]] = []
+    for name, value in raw_headers:
+        if (
+            name.lower() == b"set-cookie"
+            and len(value) <= _MAX_COOKIE_BYTES
+            and value.count(b";") <= _MAX_COOKIE_ATTRIBUTES
+        ):
+            kept.append((name, value))
+            if len(kept) == _MAX_COOKIES:
+                break
+    return kept
 
 
 def _as_httpx_error(error: BaseException) -> Exception:
@@ -273,9 +383,20 @@ def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
         return None
 
 
-@functools.lru_cache(maxsize=16_384)
 def _yarl_url(url: str) -> URL:
-    """httpx's URL is already parsed and percent-encoded: yarl takes it as it is, once."""
+    """httpx's URL is already parsed and percent-encoded: yarl takes it as it is, once for a
+    URL of ordinary length. A redirect can name 8 KB of URL, a new one every time: 16,384
+    of those remembered would hold over 300 MB (20 KB an entry, URL and yarl's parse)."""
+    if len(url) > _REMEMBERED_URL_CHARS:
+        return URL(url, encoded=True)
+    return _remembered_yarl_url(url)
+
+
+_REMEMBERED_URL_CHARS = 512
+
+
+@functools.lru_cache(maxsize=16_384)
+def _remembered_yarl_url(url: str) -> URL:
     return URL(url, encoded=True)
 
 

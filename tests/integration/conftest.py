@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import ssl
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.dashboard_server import Dashboard, running_dashboard
+from tests.hostile_servers import Handler, RawServer, ServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -24,3 +26,38 @@ def dashboard(
         dashboard_database, broker_url, tmp_path_factory.mktemp("dash")
     ) as server:
         yield server
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., RawServer]]:
+    """Start raw-socket servers (tests/hostile_servers.py) for one test: `serve(handler,
+    tls=None, host="127.0.0.1")`; all of them are stopped and their threads joined at teardown."""
+    servers: list[RawServer] = []
+
+    def start(
+        handler: Handler, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+    ) -> RawServer:
+        server = RawServer(handler, tls, host)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def serve_apart() -> Iterator[Callable[..., ServerProcess]]:
+    """As `serve`, each server in a child process of its own (for tests that time probes)."""
+    servers: list[ServerProcess] = []
+
+    def start(
+        handler: Handler, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+    ) -> ServerProcess:
+        server = ServerProcess(handler, tls, host)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()

@@ -1,8 +1,9 @@
 """Every probe failure reason, proven against real servers on 127.0.0.1.
 
-No mocks of httpx or sockets: each test starts a small server (plain sockets in threads,
-TLS through the standard `ssl` module with certificates made by the `openssl` command)
-that misbehaves in one specific way, and checks the outcome `probe()` turns it into.
+No mocks of httpx or sockets: each test starts a small server from the zoo in
+tests/hostile_servers.py (plain sockets in threads, TLS through the standard `ssl` module
+with certificates made by the `openssl` command) that misbehaves in one specific way, and
+checks the outcome `probe()` turns it into.
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ import os
 import shutil
 import socket
 import ssl
-import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -27,182 +26,32 @@ import pytest
 
 from core.probing import (
     ProbeResult,
-    ProbeTarget,
     Reason,
     make_client,
     probe,
     probe_all,
 )
+from tests.hostile_servers import (
+    Handler,
+    RawServer,
+    assert_down,
+    dripping_body,
+    endless_body,
+    endless_redirect_body,
+    garbage,
+    read_request_head,
+    request_path,
+    reset_before_answering,
+    respond,
+    routes,
+    run_probe,
+    silent,
+    target,
+    timed_probe,
+    truncated_body,
+)
 
 pytestmark = pytest.mark.timeout(30)
-
-ANY_2XX = tuple(range(200, 300))
-
-Handler = Callable[[socket.socket, threading.Event], None]
-
-
-# --------------------------------------------------------------------------- servers
-
-
-class RawServer:
-    """A TCP server on 127.0.0.1: one thread accepts, one thread per connection runs `handler`.
-
-    Handlers get the connection (with a short socket timeout, so they can poll) and the
-    stop event; `close()` sets the event, and every thread must then end promptly.
-    """
-
-    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
-        self.handler = handler
-        self.tls = tls
-        self.stop = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
-        self.listener.settimeout(0.05)
-        self.port: int = self.listener.getsockname()[1]
-        self.threads: list[threading.Thread] = []
-        self.accepter = threading.Thread(target=self._accept_loop, daemon=True)
-        self.accepter.start()
-
-    def url(self, path: str = "/", scheme: str = "http") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
-
-    def _accept_loop(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            worker = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self.threads.append(worker)
-            worker.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            conn.settimeout(0.1)
-            if self.tls is not None:
-                conn.settimeout(2.0)
-                conn = self.tls.wrap_socket(conn, server_side=True)
-                conn.settimeout(0.1)
-            self.handler(conn, self.stop)
-        except OSError:  # includes ssl.SSLError: the client hung up or refused our cert
-            pass
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.accepter.join(timeout=2)
-        self.listener.close()
-        for worker in self.threads:
-            worker.join(timeout=2)
-        alive = [t for t in [self.accepter, *self.threads] if t.is_alive()]
-        assert not alive, f"server threads still running at teardown: {alive}"
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., RawServer]]:
-    """Start servers for one test; all of them are stopped and joined at teardown."""
-    servers: list[RawServer] = []
-
-    def start(handler: Handler, tls: ssl.SSLContext | None = None) -> RawServer:
-        server = RawServer(handler, tls)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
-
-
-def read_request_head(conn: socket.socket, stop: threading.Event) -> bytes:
-    """Read up to the blank line that ends the request head (probes send no body)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        if stop.is_set():
-            raise ConnectionAbortedError("server stopping")
-        try:
-            chunk = conn.recv(4096)
-        except TimeoutError:
-            continue
-        if not chunk:
-            raise ConnectionAbortedError("client closed before finishing its request")
-        data += chunk
-    return data
-
-
-def request_path(head: bytes) -> str:
-    return head.split(b"\r\n", 1)[0].split(b" ")[1].decode()
-
-
-def respond(conn: socket.socket, status: str, body: bytes = b"", headers: str = "") -> None:
-    head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n{headers}\r\n"
-    conn.sendall(head.encode() + body)
-
-
-def routes(table: dict[str, tuple[str, bytes, str]]) -> Handler:
-    """A well-behaved server: path -> (status line, body, extra header lines)."""
-
-    def handler(conn: socket.socket, stop: threading.Event) -> None:
-        path = request_path(read_request_head(conn, stop))
-        status, body, headers = table.get(path, ("404 Not Found", b"", ""))
-        respond(conn, status, body, headers)
-
-    return handler
-
-
-def wait_for_stop(conn: socket.socket, stop: threading.Event) -> None:
-    stop.wait()
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def target(
-    url: str,
-    *,
-    timeout_s: float = 2.0,
-    expected_status: tuple[int, ...] = ANY_2XX,
-    max_body_bytes: int = 1_000_000,
-    check_id: int = 1,
-) -> ProbeTarget:
-    return ProbeTarget(
-        check_id=check_id,
-        slot=datetime.now(UTC),
-        url=url,
-        method="GET",
-        timeout_s=timeout_s,
-        expected_status=expected_status,
-        max_body_bytes=max_body_bytes,
-    )
-
-
-def run_probe(
-    probe_target: ProbeTarget, client_factory: Callable[[], httpx.AsyncClient] = make_client
-) -> ProbeResult:
-    async def main() -> ProbeResult:
-        client = client_factory()
-        try:
-            return await probe(client, probe_target)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
-
-
-def timed_probe(
-    probe_target: ProbeTarget, client_factory: Callable[[], httpx.AsyncClient] = make_client
-) -> tuple[ProbeResult, float]:
-    started = time.perf_counter()
-    result = run_probe(probe_target, client_factory)
-    return result, time.perf_counter() - started
-
-
-def assert_down(result: ProbeResult, reason: str) -> None:
-    assert result.status == "down", result
-    assert result.reason == reason, result
-    assert not result.ok
-
 
 # --------------------------------------------------------------------------- status
 
@@ -283,7 +132,7 @@ def test_ftp_url_is_invalid_url() -> None:
 def test_server_that_accepts_and_never_answers_times_out_within_the_deadline(
     serve: Callable[..., RawServer],
 ) -> None:
-    server = serve(wait_for_stop)
+    server = serve(silent)
 
     result, elapsed = timed_probe(target(server.url("/"), timeout_s=1.0))
 
@@ -294,15 +143,7 @@ def test_server_that_accepts_and_never_answers_times_out_within_the_deadline(
 def test_server_dripping_a_byte_at_a_time_times_out_within_the_deadline(
     serve: Callable[..., RawServer],
 ) -> None:
-    def drip(conn: socket.socket, stop: threading.Event) -> None:
-        read_request_head(conn, stop)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
-        # Each byte arrives well inside httpx's per-read timeout: only the overall
-        # deadline of the probe can end this exchange.
-        while not stop.wait(0.2):
-            conn.sendall(b"x")
-
-    server = serve(drip)
+    server = serve(dripping_body(0.2))
 
     result, elapsed = timed_probe(target(server.url("/"), timeout_s=1.0))
 
@@ -312,17 +153,7 @@ def test_server_dripping_a_byte_at_a_time_times_out_within_the_deadline(
 
 
 def test_endless_body_is_body_too_large_quickly(serve: Callable[..., RawServer]) -> None:
-    def endless(conn: socket.socket, stop: threading.Event) -> None:
-        read_request_head(conn, stop)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
-        chunk = b"z" * 16_384
-        while not stop.is_set():
-            try:
-                conn.sendall(chunk)
-            except TimeoutError:
-                continue  # the client is not reading; poll `stop` again
-
-    server = serve(endless)
+    server = serve(endless_body)
 
     result, elapsed = timed_probe(target(server.url("/"), timeout_s=5.0, max_body_bytes=10_000))
 
@@ -335,7 +166,7 @@ def test_slow_target_does_not_delay_the_others_and_results_keep_input_order(
     serve: Callable[..., RawServer],
 ) -> None:
     fast = serve(routes({f"/{i}": ("200 OK", b"ok", "") for i in range(20)}))
-    blackhole = serve(wait_for_stop)
+    blackhole = serve(silent)
     slow_index = 7
     targets = [
         target(
@@ -453,17 +284,7 @@ def test_a_redirect_with_a_body_over_the_limit_is_body_too_large(
 ) -> None:
     # httpx reads a redirect's body whole before following it; a hostile one streaming
     # gigabytes must end as the probe's own limit says, not in the worker's memory.
-    def handler(conn: socket.socket, stop: threading.Event) -> None:
-        read_request_head(conn, stop)
-        conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /next\r\nTransfer-Encoding: chunked\r\n\r\n")
-        chunk = b"x" * 65536
-        while not stop.is_set():
-            try:
-                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            except OSError:
-                return
-
-    server = serve(handler)
+    server = serve(endless_redirect_body)
 
     result, elapsed = timed_probe(target(server.url("/"), max_body_bytes=100_000))
 
@@ -500,12 +321,7 @@ def test_a_300_with_a_location_is_a_final_answer_held_to_the_limit_with_its_stat
 def test_garbage_instead_of_http_is_protocol_error(
     serve: Callable[..., RawServer], garbage_bytes: bytes
 ) -> None:
-    def garbage(conn: socket.socket, stop: threading.Event) -> None:
-        read_request_head(conn, stop)
-        conn.sendall(garbage_bytes)
-        conn.shutdown(socket.SHUT_WR)
-
-    server = serve(garbage)
+    server = serve(garbage(garbage_bytes))
 
     result, elapsed = timed_probe(target(server.url("/")))
 
@@ -519,12 +335,7 @@ def test_garbage_instead_of_http_is_protocol_error(
 def test_body_cut_short_of_its_content_length_is_protocol_error(
     serve: Callable[..., RawServer],
 ) -> None:
-    def truncated(conn: socket.socket, stop: threading.Event) -> None:
-        read_request_head(conn, stop)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
-        conn.shutdown(socket.SHUT_WR)
-
-    server = serve(truncated)
+    server = serve(truncated_body)
 
     result = run_probe(target(server.url("/")))
 
@@ -535,12 +346,7 @@ def test_body_cut_short_of_its_content_length_is_protocol_error(
 def test_connection_reset_by_the_server_is_connection_error_not_an_exception(
     serve: Callable[..., RawServer],
 ) -> None:
-    def reset(conn: socket.socket, stop: threading.Event) -> None:
-        read_request_head(conn, stop)
-        # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-    server = serve(reset)
+    server = serve(reset_before_answering)
 
     result, elapsed = timed_probe(target(server.url("/")))
 
