@@ -58,3 +58,15 @@ def test_the_user_name_and_a_password_with_colons_and_commas_must_match_exactly(
     assert guard.refusal("/", basic("admin", "p:ss,word"), "10.0.0.1") is None
     for user, password in [("Admin", "p:ss,word"), ("admin", "p:ss"), ("admin", "pa:ss,word")]:
         assert guard.refusal("/", basic(user, password), "10.0.0.2") is not None
+
+
+def test_the_right_password_from_a_shared_address_does_not_clear_its_failures() -> None:
+    """An operator's browser behind the same NAT as a guesser sends the password with every
+    request; that must not hand the guesser a fresh five tries each time."""
+    guard = Guard("admin", "pw", clock=Clock())
+    for _ in range(4):
+        assert guard.refusal("/", basic("admin", "guess"), "10.0.0.1") is not None
+        assert guard.refusal("/tasks", basic("admin", "pw"), "10.0.0.1") is None
+    assert guard.refusal("/", basic("admin", "guess"), "10.0.0.1") is not None
+    locked = guard.refusal("/", basic("admin", "guess"), "10.0.0.1")
+    assert locked is not None and locked.status == 429
