@@ -156,14 +156,7 @@ class Cluster:
         return done.stdout
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> int:
-        """`eventops <args>` as process `name`; `args` may instead start with `-c CODE`.
-
-        Workers and beat log at DEBUG unless `args` say otherwise: the tests' witnesses of
-        the ticks are Celery's lines about each one (beat's "Sending due task", a worker's
-        summary read by `claimed_in_logs`), DEBUG lines since a routine tick says nothing
-        at INFO."""
-        if args[0] in ("worker", "beat") and not {"-l", "--loglevel"} & set(args):
-            args = (args[0], "--loglevel", "DEBUG", *args[1:])
+        """`eventops <args>` as process `name`; `args` may instead start with `-c CODE`."""
         argv = (
             [sys.executable, *args]
             if args[0] == "-c"
@@ -318,7 +311,7 @@ _DISPATCH_SUMMARY = re.compile(r"probes\.dispatch_due\[[^\]]+\] succeeded in [^:
 
 def claimed_in_logs(texts: Iterable[str]) -> int:
     """Slots the dispatch ticks claimed for the first time, from the summaries the workers
-    log for each tick at DEBUG (Celery's "Task probes.dispatch_due[id] succeeded in 0.01s:
+    log for each tick (Celery's "Task probes.dispatch_due[id] succeeded in 0.01s:
     {'claimed': 12, 'resent': 0, ...}"). A slot sent again after its lease ran out is
     claimed twice but is still one slot, owed one outcome."""
     summaries = [m.group(1) for text in texts for m in _DISPATCH_SUMMARY.finditer(text)]
