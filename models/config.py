@@ -46,6 +46,11 @@ _MATCHER = re.compile(r"^([a-z_]+)(=~|!~|!=|=)(.*)$")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+# Workers add and subtract durations to and from now (a rule's window and baseline, an
+# escalation's delay, a ban): past about 2,000 years Python's datetime ends (year 1 to 9999)
+# and the rule or sweeper raises OverflowError at every tick. A century is longer than
+# anything a config means, and leaves room for a few durations added together.
+MAX_DURATION = timedelta(days=36_500)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _CHECK_URL = re.compile(r"^(https?://|\{platform_url\})")
 # The dispatcher adds a check's interval to timestamps in SQL, and Postgres' end at the year
@@ -78,10 +83,10 @@ def _duration_text(text: str) -> timedelta:
 
 
 def _seconds(seconds: float) -> timedelta:
-    try:
-        return timedelta(seconds=seconds)
-    except (OverflowError, ValueError):  # inf, nan, or past timedelta's 999,999,999 days
-        raise ValueError("must be a finite duration of less than a million days") from None
+    # `not <=` refuses NaN with infinity, and numbers past timedelta's 999,999,999 days.
+    if not abs(seconds) <= MAX_DURATION.total_seconds():
+        raise ValueError(f"must be a finite duration of at most {MAX_DURATION.days}d (100 years)")
+    return timedelta(seconds=seconds)
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]

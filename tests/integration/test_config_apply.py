@@ -14,6 +14,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError
 
 from models import db
+from models.config import MAX_DURATION
 from models.db import session_scope
 from models.tables import Check
 
@@ -190,3 +191,27 @@ def test_start_up_refuses_what_config_check_refuses_with_the_same_lines(
     assert check.returncode == worker.returncode == 2
     assert check.stderr == worker.stderr
     assert "checks[1].alert_threshold: must be at most 32767" in worker.stderr
+
+
+def test_a_rule_with_the_longest_durations_config_check_accepts_evaluates_and_pages(
+    clean_db: str,
+) -> None:
+    """The cap on durations (models.config.MAX_DURATION) keeps a worker's date arithmetic in
+    range: a window and baseline of a century each and a century's escalation delay."""
+    from core.rules import evaluate_rules
+    from tests.integration.test_rules import T0, add_outcomes, check, configure, every_30s
+
+    century = f"{MAX_DURATION.days}d"
+    slow = {"name": "slow", "metric": "response_time", "op": ">", "threshold": 1000}
+    fewer_jobs = {"name": "fewer-jobs", "metric": "jobs", "op": "<", "threshold": 0.5}
+    config = configure(
+        [check("api")],
+        [
+            slow | {"severity": "critical", "window": century, "escalate_after": century},
+            fewer_jobs | {"severity": "warning", "window": century, "baseline": century},
+        ],
+    )
+    add_outcomes("api", *every_30s(["up"] * 5, latency=5000))
+    with session_scope() as session:
+        summary = evaluate_rules(session, config, T0)
+    assert len(summary["opened"]) == 1
