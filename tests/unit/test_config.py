@@ -631,3 +631,11 @@ def test_merge_keys_and_anchors_read_as_safe_load_reads_them() -> None:
     # Of a list of merged mappings, the earlier gives a key both have (the YAML merge spec).
     merged = parse_yaml("a: &a {k: 1}\nb: &b {k: 2}\nc: {<<: [*a, *b]}\n")
     assert merged["c"] == {"k": 1}
+
+
+def test_a_merge_of_several_mappings_keeps_safe_load_s_key_order() -> None:
+    from models.config_yaml import parse_yaml
+
+    # Dict order is what a config's maps iterate in (signatures.extra, insight's KPIs).
+    text = "a: &a {x: 1, k: 1}\nb: &b {y: 2, k: 2}\nc: {<<: [*a, *b], z: 3}\n"
+    assert list(parse_yaml(text)["c"].items()) == list(yaml.safe_load(text)["c"].items())
