@@ -15,9 +15,17 @@ from collections.abc import Iterator
 MAX_GROUP_DEPTH = 100
 # Postgres' RE_DUP_MAX: `a{256}` is "invalid repetition count(s)".
 POSTGRES_MAX_REPEAT = 255
-_BOUND = re.compile(r"\{(\d+)(?:,(\d*))?\}")
-# Postgres' word boundaries (the built-in signatures use \m and \M), as Python writes them.
-_POSTGRES_ESCAPES = {"\\m": r"\b", "\\M": r"\b", "\\y": r"\b", "\\Y": r"\B"}
+_DIGITS = frozenset("0123456789")
+_BOUND = re.compile(r"\{([0-9]+)(?:,([0-9]*))?\}")
+# Postgres' escapes as Python writes them: word boundaries (the built-in signatures use \m
+# and \M), and \b, which is a backspace to Postgres.
+_POSTGRES_ESCAPES = {
+    "\\m": r"\b",
+    "\\M": r"\b",
+    "\\y": r"\b",
+    "\\Y": r"\B",
+    "\\b": r"\x08",
+}
 
 
 def _tokens(pattern: str) -> Iterator[tuple[int, str, bool]]:
@@ -77,26 +85,36 @@ def regex_problem(pattern: str) -> str | None:
 
 def postgres_regex_problem(pattern: str) -> str | None:
     """Why Postgres refuses `pattern` in `~*`, or None: what Python has and Postgres has not
-    (counts over 255, named and atomic groups, possessive quantifiers) is found here, the
-    syntax both share by Python's parser, with Postgres' \\m \\M \\y \\Y read as Python's
-    \\b and \\B. tests/integration/test_config_apply.py holds the two to the same answers."""
+    (counts over 255, named and atomic groups, possessive quantifiers) and Postgres' braces
+    are judged here, the syntax both share by Python's parser, given Postgres' escapes in
+    Python's spelling. tests/integration/test_config_apply.py holds the two to the same
+    answers."""
     python = []
     quantified_at = -1  # where the last quantifier ended: a `+` right after it is possessive
+    previous = ""
     for index, token, in_class in _tokens(pattern):
         python.append(token if in_class else _POSTGRES_ESCAPES.get(token, token))
         if in_class:
             continue
-        bound = _BOUND.match(pattern, index) if token == "{" else None
-        if bound and max(int(n) for n in bound.groups() if n) > POSTGRES_MAX_REPEAT:
-            return f"a repetition count over {POSTGRES_MAX_REPEAT}, Postgres' limit"
+        bound = None
+        if token == "{":
+            # A brace before a digit opens a bound to Postgres, and is a plain brace otherwise
+            # (`a{,3}` is a quantifier only to Python).
+            if pattern[index + 1 : index + 2] not in _DIGITS:
+                python[-1] = r"\{"
+            elif not (bound := _BOUND.match(pattern, index)):
+                return "a brace that opens no bound like {2} or {2,5}"
+            elif max(int(n) for n in bound.groups() if n) > POSTGRES_MAX_REPEAT:
+                return f"a repetition count over {POSTGRES_MAX_REPEAT}, Postgres' limit"
         if token == "+" and quantified_at == index:
             return "a possessive quantifier (`*+`, `++`, `?+`): Postgres has none"
         if pattern.startswith(("(?P", "(?>", "(?<"), index) and not pattern.startswith(
             ("(?<=", "(?<!"), index
         ):
             return "a named or atomic group: Postgres has neither"
-        if token in ("*", "+", "?") and not pattern.startswith("(", index - 1):
+        if token in ("*", "+", "?") and previous != "(":  # `(?` opens a group
             quantified_at = index + 1
         elif bound:
             quantified_at = bound.end()
+        previous = token
     return regex_problem("".join(python))
