@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import itertools
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -46,6 +49,11 @@ _MATCHER = re.compile(r"^([a-z_]+)(=~|!~|!=|=)(.*)$")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+# Workers add and subtract durations to and from now (a rule's window and baseline, an
+# escalation's delay, a ban): past about 2,000 years Python's datetime ends (year 1 to 9999)
+# and the rule or sweeper raises OverflowError at every tick. A century is longer than
+# anything a config means, and leaves room for a few durations added together.
+MAX_DURATION = timedelta(days=36_500)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _CHECK_URL = re.compile(r"^(https?://|\{platform_url\})")
 # The dispatcher adds a check's interval to timestamps in SQL, and Postgres' end at the year
@@ -78,10 +86,10 @@ def _duration_text(text: str) -> timedelta:
 
 
 def _seconds(seconds: float) -> timedelta:
-    try:
-        return timedelta(seconds=seconds)
-    except (OverflowError, ValueError):  # inf, nan, or past timedelta's 999,999,999 days
-        raise ValueError("must be a finite duration of less than a million days") from None
+    # `not <=` refuses NaN with infinity, and numbers past timedelta's 999,999,999 days.
+    if not abs(seconds) <= MAX_DURATION.total_seconds():
+        raise ValueError(f"must be a finite duration of at most {MAX_DURATION.days}d (100 years)")
+    return timedelta(seconds=seconds)
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -734,6 +742,20 @@ def text_problems(data: Any) -> list[str]:
     return sorted(problems)
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Validation makes millions of objects and no reference cycles: the cyclic garbage
+    collector walked them again and again, half the time of 100,000 checks (bench/RESULTS.md)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def parse_config(data: Any, overrides: dict[str, Any] | None = None) -> EventopsConfig:
     """Validate already-parsed YAML; raise ConfigError with every problem found.
 
@@ -744,12 +766,13 @@ def parse_config(data: Any, overrides: dict[str, Any] | None = None) -> Eventops
     if not isinstance(data, dict):
         raise ConfigError(["(top level): must be a mapping of settings"])
     data = {**data, **(overrides or {})}
-    problems = text_problems(data)
-    try:
-        config = EventopsConfig.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(problems + describe_validation_error(error)) from None
-    problems += config.cross_reference_problems() + config.storage_problems()
+    with _collector_paused():
+        problems = text_problems(data)
+        try:
+            config = EventopsConfig.model_validate(data)
+        except ValidationError as error:
+            raise ConfigError(problems + describe_validation_error(error)) from None
+        problems += config.cross_reference_problems() + config.storage_problems()
     if problems:
         # Text that Postgres cannot store is found by both the walk and the column check.
         raise ConfigError(list(dict.fromkeys(problems)))

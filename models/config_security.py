@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from models.config_regex import regex_problem
+from models.config_regex import postgres_regex_problem
 
 
 def _duration(value: object) -> timedelta:
@@ -287,7 +287,8 @@ class DataAccessConfig(_Strict):
 
 
 class SignaturesConfig(_Strict):
-    """Known attack signatures in request paths and user agents (case-insensitive regexes)."""
+    """Known attack signatures in request paths and user agents (case-insensitive Postgres
+    regexes)."""
 
     enabled: bool = Field(default=True, description="Off: no signature is looked for.")
     extra: dict[str, str] = Field(
@@ -304,14 +305,14 @@ class SignaturesConfig(_Strict):
     @classmethod
     def _regexes(cls, extra: dict[str, str]) -> dict[str, str]:
         for name, pattern in extra.items():
-            if problem := regex_problem(pattern):
+            if problem := postgres_regex_problem(pattern):
                 raise ValueError(f"{name}: bad regular expression ({problem})")
         return extra
 
     @field_validator("scanner_agents")
     @classmethod
     def _agents_regex(cls, pattern: str | None) -> str | None:
-        if pattern is not None and (problem := regex_problem(pattern)):
+        if pattern is not None and (problem := postgres_regex_problem(pattern)):
             raise ValueError(f"bad regular expression ({problem})")
         return pattern
 

@@ -245,13 +245,14 @@ def _put(top: _Open, value: Any) -> None:
 
 def _merge(done: _Open, mark: Any) -> None:
     """Apply `<<`: keys of the merged mappings the mapping does not set itself; of a list of
-    mappings, the first that has a key gives it (as safe_load)."""
+    mappings, the first that has a key gives it, keys in safe_load's order."""
     sources = done.merge if isinstance(done.merge, list) else [done.merge]
     if not all(isinstance(source, dict) for source in sources):
         raise _at("<< must be given a mapping or a list of mappings", mark)
     merged: dict[Any, Any] = {}
-    for source in reversed(sources):
-        merged.update(source)
+    for source in sources:
+        for key, value in source.items():
+            merged.setdefault(key, value)
     assert isinstance(done.value, dict)
     own = dict(done.value)
     done.value.clear()

@@ -235,8 +235,10 @@ def _ban_length(
         return config.recidive.bantime, offence, "recidive"
     length = base
     if config.bantime_increment and in_increment:
-        length = base * config.bantime_factor * 2 ** min(len(in_increment), 20)
-        length = min(length, config.bantime_maxtime)
+        # In float seconds, capped before it becomes a timedelta: any positive factor is a
+        # valid config, and timedelta * 1e300 is an OverflowError.
+        seconds = base.total_seconds() * config.bantime_factor * 2 ** min(len(in_increment), 20)
+        length = timedelta(seconds=min(seconds, config.bantime_maxtime.total_seconds()))
     return length, offence, DETECTOR
 
 

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.exc import DBAPIError
 
+from core.security.signatures import BUILTIN, SCANNER_AGENTS
 from models import db
+from models.config import MAX_DURATION, ConfigError, parse_config
 from models.db import session_scope
 from models.tables import Check
 
@@ -190,3 +192,64 @@ def test_start_up_refuses_what_config_check_refuses_with_the_same_lines(
     assert check.returncode == worker.returncode == 2
     assert check.stderr == worker.stderr
     assert "checks[1].alert_threshold: must be at most 32767" in worker.stderr
+
+
+def test_a_rule_with_the_longest_durations_config_check_accepts_evaluates_and_pages(
+    clean_db: str,
+) -> None:
+    """The cap on durations (models.config.MAX_DURATION) keeps a worker's date arithmetic in
+    range: a window and baseline of a century each and a century's escalation delay."""
+    from core.rules import evaluate_rules
+    from tests.integration.test_rules import T0, add_outcomes, check, configure, every_30s
+
+    century = f"{MAX_DURATION.days}d"
+    slow = {"name": "slow", "metric": "response_time", "op": ">", "threshold": 1000}
+    fewer_jobs = {"name": "fewer-jobs", "metric": "jobs", "op": "<", "threshold": 0.5}
+    config = configure(
+        [check("api")],
+        [
+            slow | {"severity": "critical", "window": century, "escalate_after": century},
+            fewer_jobs | {"severity": "warning", "window": century, "baseline": century},
+        ],
+    )
+    add_outcomes("api", *every_30s(["up"] * 5, latency=5000))
+    with session_scope() as session:
+        summary = evaluate_rules(session, config, T0)
+    assert len(summary["opened"]) == 1
+
+
+# Attack signatures run in Postgres (`path ~* signature`): a pattern Python's `re` compiles but
+# Postgres refuses (`a{300}`) passed config check and failed the security tick every time;
+# Postgres' own word boundaries (`\m`, as in the built-ins) were refused as bad escapes.
+SIGNATURE_PATTERNS = [
+    *BUILTIN.values(),
+    SCANNER_AGENTS,
+    *(r"a{255}", r"a{0,255}", r"a{2,}", r"a{300}", r"a{1,256}", r"(a|b){256}", r"[a{300}]"),
+    *(r"a{4294967296}", r"a{3,2}", r"a{2}{3}", r"a{,3}", r"{", r"a{", r"\{1000\}"),
+    *(r"{,}", r"a{2a", r"a{300", r"\b+", r"\(?+", r"x{}"),
+    *(r"(?P<n>x)", r"(?<n>x)", r"(?>a)", r"(?<=a)b", r"(?<!a)b", r"(?=a)", r"(?!a)"),
+    *(r"a*+", r"a++", r"a?+", r"a{2}+", r"\++", r"[+]+", r"a}+", r"a+?", r"x{2,3}?"),
+    *(r"\mfoo\M", r"\yfoo\Y", r"[[:alpha:]]+", r"[[:<:]]x", r"(a)\1", r"[^]a]", r"[]a]"),
+    *(r"(", r")", r"**", r"a|*b", r"[a-\d]", r"x(?i)y", r"(?i)x", r"(?#c)x", r"\x41", r"café"),
+]
+
+
+@pytest.mark.parametrize("pattern", SIGNATURE_PATTERNS)
+def test_a_signature_is_refused_by_config_check_exactly_when_postgres_refuses_it(
+    clean_db: str, pattern: str
+) -> None:
+    try:
+        with session_scope() as session:
+            session.execute(text("SELECT '' ~* :pattern"), {"pattern": pattern})
+        postgres_refuses = False
+    except DBAPIError:
+        postgres_refuses = True
+    for section in ({"extra": {"mine": pattern}}, {"scanner_agents": pattern}):
+        try:
+            parse_config({"security": {"signatures": section}})
+            check_refuses = False
+        except ConfigError as error:
+            (problem,) = error.problems
+            assert "bad regular expression" in problem
+            check_refuses = True
+        assert check_refuses == postgres_refuses, section

@@ -140,6 +140,21 @@ def test_repeat_offender_gets_a_longer_ban(clean_db: str, tmp_path: Path) -> Non
     assert (first_ban.offence_count, second_ban.offence_count) == (1, 2)
 
 
+def test_a_huge_bantime_factor_gives_a_repeat_offender_bantime_maxtime_not_an_overflow(
+    clean_db: str, tmp_path: Path
+) -> None:
+    # `config check` accepts any positive factor; bantime * 1e300 was an OverflowError at the
+    # second ban, and every tick after it (the detector's window never moved).
+    config = jail_config(tmp_path, failed_logins={"bantime_factor": 1e300})
+    ip = "203.0.113.9"
+    second = T0 + timedelta(hours=2)
+    write(tmp_path / "auth.jsonl", burst(T0, ip) + burst(second, ip))
+    run(config, "failed_logins", T0 + timedelta(hours=1), T0 - timedelta(minutes=1))
+    run(config, "failed_logins", second + timedelta(minutes=5), T0 + timedelta(hours=1))
+    _, second_ban = all_bans()
+    assert second_ban.until - second_ban.banned_at == config.security.failed_logins.bantime_maxtime
+
+
 def test_failures_during_a_ban_do_not_ban_again(clean_db: str, tmp_path: Path) -> None:
     config = jail_config(tmp_path)
     ip = "203.0.113.8"

@@ -422,9 +422,29 @@ def test_column_rules_follow_the_sqlalchemy_types() -> None:
 
 
 def test_a_check_interval_past_a_year_is_refused_before_postgres_overflows_its_timestamps() -> None:
-    assert problems_of(one_check(interval="900000000d")) == [
-        "checks[0].interval: must be at most 365d"
-    ]
+    assert problems_of(one_check(interval="366d")) == ["checks[0].interval: must be at most 365d"]
+
+
+RULE = {"name": "slow", "metric": "response_time", "op": ">", "threshold": 1, "severity": "info"}
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        ({"rules": [RULE | {"window": "800000d"}]}, "rules[0].window"),
+        ({"rules": [{**RULE, "metric": "jobs", "baseline": "800000d"}]}, "rules[0].baseline"),
+        ({"rules": [RULE | {"escalate_after": "4000000d"}]}, "rules[0].escalate_after"),
+        ({"policies": {"info": {"promote_after": "4000000d"}}}, "policies.info.promote_after"),
+        ({"security": {"keep_events": "800000d"}}, "security.keep_events"),
+        ({"security": {"failed_logins": {"bantime": 10**12}}}, "security.failed_logins.bantime"),
+    ],
+)
+def test_a_duration_past_a_century_is_refused_before_a_worker_s_date_arithmetic_overflows(
+    data: dict, path: str
+) -> None:
+    # Each passed `config check` and then raised OverflowError at every tick of its worker
+    # (`now - window` before the year 1, `now + escalate_after` after 9999).
+    assert problems_of(data) == [f"{path}: must be a finite duration of at most 36500d (100 years)"]
 
 
 # Issue 15, item 5: validation is linear in the number of checks.
@@ -611,3 +631,11 @@ def test_merge_keys_and_anchors_read_as_safe_load_reads_them() -> None:
     # Of a list of merged mappings, the earlier gives a key both have (the YAML merge spec).
     merged = parse_yaml("a: &a {k: 1}\nb: &b {k: 2}\nc: {<<: [*a, *b]}\n")
     assert merged["c"] == {"k": 1}
+
+
+def test_a_merge_of_several_mappings_keeps_safe_load_s_key_order() -> None:
+    from models.config_yaml import parse_yaml
+
+    # Dict order is what a config's maps iterate in (signatures.extra, insight's KPIs).
+    text = "a: &a {x: 1, k: 1}\nb: &b {y: 2, k: 2}\nc: {<<: [*a, *b], z: 3}\n"
+    assert list(parse_yaml(text)["c"].items()) == list(yaml.safe_load(text)["c"].items())
