@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import re
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextvars import ContextVar
@@ -352,20 +353,34 @@ def _as_httpx_error(error: BaseException) -> Exception:
         # DNS, refused, TLS: classify_transport_error names it from the cause chain.
         return httpx.ConnectError(str(error))
     if isinstance(error, aiohttp.ClientResponseError):
-        # The HTTP parser's error (a garbage status line, bad headers). The message is
-        # aiohttp's description, which may quote the peer's bytes; the reason never
-        # comes from that text (classify_transport_error checks the type first).
-        return httpx.RemoteProtocolError(error.message or "invalid HTTP response")
+        # The HTTP parser's error (a garbage status line, bad headers): its description
+        # only (the reason never comes from it: classify_transport_error checks the type).
+        return httpx.RemoteProtocolError(_described(error.message) or "invalid HTTP response")
     if isinstance(error, aiohttp.ServerDisconnectedError):
         return httpx.RemoteProtocolError("Server disconnected without sending a response.")
     if isinstance(error, aiohttp.ClientPayloadError):
+        cause = error.__cause__
+        what = _described(cause.message) if isinstance(cause, HttpProcessingError) else ""
         return httpx.RemoteProtocolError(
-            f"peer closed connection without sending complete message body: {error}"
+            f"peer closed connection without sending complete message body: {what or 'cut short'}"
         )
     if isinstance(error, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
         return httpx.InvalidURL(type(error).__name__)
     # A reset or another socket error on an established connection.
     return httpx.ReadError(str(error) or type(error).__name__)
+
+
+# Where aiohttp's description of a parse error ends and its quote of the peer's bytes begins
+# (`Bad status line:\n\n  b'...'`, `Got more than 8190 bytes when reading: b'...'.`).
+_PEER_BYTES = re.compile(r"""(?::\s*)?\n|:?\s+b?['"]""")
+
+
+def _described(message: str) -> str:
+    """aiohttp's words for a parse error without the bytes it quotes: those can be the probe's
+    own request sent back (an echo service, a debugging endpoint), whose request line holds the
+    check URL's path and query (`?token=`), and the detail goes to the outcome, the incident
+    and its notifications."""
+    return " ".join(_PEER_BYTES.split(message, maxsplit=1)[0].split())
 
 
 @functools.lru_cache(maxsize=4096)

@@ -306,6 +306,17 @@ def garbage(data: bytes = b"NOT HTTP\r\n\r\n") -> Handler:
     return handler
 
 
+def echo(prefix: bytes = b"") -> Handler:
+    """Sends the request back (after `prefix`) as its answer: a port serving an echo service,
+    or a debugging endpoint gone wrong. The request line holds the check URL's path and query."""
+
+    def handler(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(prefix + read_request_head(conn, stop))
+        conn.shutdown(socket.SHUT_WR)
+
+    return handler
+
+
 def truncated_body(conn: socket.socket, stop: threading.Event) -> None:
     """A body cut short of its Content-Length, then a clean close."""
     read_request_head(conn, stop)

@@ -20,6 +20,8 @@ from core.netguard import AddressPolicy
 from core.probing import ProbeResult, Reason, make_client
 from tests.hostile_servers import (
     RawServer,
+    assert_down,
+    echo,
     garbage,
     read_request_head,
     request_path,
@@ -174,3 +176,22 @@ def test_credentials_never_show_in_an_outcome_or_a_log_line(
     assert (result.reason or result.status) == expected, result
     assert_nothing_shows(PASSWORD, result, caplog.text)
     assert "HTTP Request" in caplog.text or outcome not in {"up", "bad_status"}
+
+
+@pytest.mark.parametrize(
+    "prefix", [b"", b"HTTP/1.1 200 OK\r\n"], ids=["as the status line", "as a header"]
+)
+def test_a_server_that_echoes_the_request_puts_neither_its_path_nor_query_in_the_outcome(
+    serve: Callable[..., RawServer], prefix: bytes
+) -> None:
+    # The parser's error quoted the line it choked on: here the request line, with the check
+    # URL's path and `?token=`, into the outcome's detail, the incident and its notifications.
+    token = "tok3n-Zq7secret"
+    server = serve(echo(prefix))
+
+    result = run_probe(target(with_credentials(server.url(f"/private/{token}?token={token}"))))
+
+    assert_down(result, Reason.PROTOCOL)
+    assert result.detail, result
+    assert token not in str(result.to_json())
+    assert_nothing_shows(PASSWORD, result, "")
