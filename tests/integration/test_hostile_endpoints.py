@@ -30,9 +30,11 @@ from tests.hostile_servers import (
     compressed_answer,
     healthy_after,
     new_long_redirects,
+    routes,
     run_probe,
     target,
     timed_probe,
+    tiny_chunks,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -255,3 +257,38 @@ def test_every_probe_in_a_batch_with_every_hostile_kind_ends_by_its_own_deadline
     healthy_results = results[len(hostile) :]
     assert all(r.status == "up" for r in healthy_results), [r for r in healthy_results if not r.ok]
     assert elapsed <= max(deadlines.values()) + LATE_S
+
+
+def test_bodies_in_one_byte_chunks_do_not_keep_a_batch_s_redirected_checks_from_their_answers(
+    serve_apart: Callable[..., ServerProcess],
+) -> None:
+    # Each one-byte chunk costs about 2 microseconds of parsing on the event loop, so a body
+    # sent that way kept its probe busy until its deadline (a 1 MB limit is a million
+    # chunks), and every turn of the loop waited for all of them: with 40 in a batch, healthy
+    # checks that follow three redirects (54 ms alone) all timed out at 1 s.
+    hostile = [serve_apart(tiny_chunks(b"1\r\nx\r\n")) for _ in range(4)]
+    healthy = serve_apart(
+        routes(
+            {
+                "/": ("302 Found", b"", "Location: /a\r\n"),
+                "/a": ("302 Found", b"", "Location: /b\r\n"),
+                "/b": ("302 Found", b"", "Location: /c\r\n"),
+                "/c": ("200 OK", b"ok", ""),
+            }
+        )
+    )
+    targets = [
+        target(hostile[n % 4].url("/"), timeout_s=1.0, max_body_bytes=64 * 1_048_576, check_id=n)
+        for n in range(40)
+    ]
+    targets += [target(healthy.url("/"), timeout_s=1.0, check_id=1000 + n) for n in range(20)]
+
+    async def batch() -> list[ProbeResult]:
+        async with make_client() as client:
+            return await probe_all(client, targets)
+
+    results = asyncio.run(batch())
+
+    assert all(r.latency_ms is not None and r.latency_ms <= 1000 * (1.0 + LATE_S) for r in results)
+    redirected = results[40:]
+    assert [r.status for r in redirected] == ["up"] * 20, [r for r in redirected if not r.ok][:3]
