@@ -195,3 +195,27 @@ def test_a_server_that_echoes_the_request_puts_neither_its_path_nor_query_in_the
     assert result.detail, result
     assert token not in str(result.to_json())
     assert_nothing_shows(PASSWORD, result, "")
+
+
+@pytest.mark.parametrize(
+    ("userinfo", "sent"),
+    [
+        ("monitor:p%40ss", b"monitor:p@ss"),
+        ("monitor:", b"monitor:"),
+        ("monitor", b"monitor:"),
+        ("%C3%BCser:p%C3%A4ss", "üser:päss".encode()),
+        ("monitor:p%E4ss", b"monitor:p\xe4ss"),  # Latin-1, as an older server may expect
+    ],
+)
+def test_credentials_are_sent_as_the_bytes_their_percent_encoding_names(
+    serve: Callable[..., RawServer], userinfo: str, sent: bytes
+) -> None:
+    # As curl sends them: a byte that is not UTF-8 was sent as U+FFFD (three other bytes),
+    # so a server that checks Latin-1 passwords refused the right one.
+    heads: list[bytes] = []
+    server = serve(recording(heads, {"/": ("200 OK", b"ok", "")}))
+
+    result = run_probe(target(server.url("/").replace("://", f"://{userinfo}@", 1)))
+
+    assert result.status == "up", result
+    assert [authorization(head) for head in heads] == ["Basic " + base64.b64encode(sent).decode()]
