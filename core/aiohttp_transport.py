@@ -148,7 +148,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             auto_decompress=False,
             trust_env=False,
             # Cookies live in the probe's own jar (ProbeScope); one here would keep them for
-            # the session's life.
+            # the session's life. From aiohttp 3.14.4 (pyproject's pin) this one parses
+            # nothing; before, the session parsed every answer's Set-Cookie headers for it.
             cookie_jar=aiohttp.DummyCookieJar(),
             response_class=_ProbeResponse,
         )

@@ -361,6 +361,16 @@ def cookie_flood_redirects(conn: socket.socket, stop: threading.Event) -> None:
     )
 
 
+def cookie_flood_answer(conn: socket.socket, stop: threading.Event) -> None:
+    """A 200 with the same flood of Set-Cookie headers: a final answer's cookies are never
+    sent again, so a probe has no reason to parse them at all."""
+    read_request_head(conn, stop)
+    cookie = (b"Set-Cookie: c=v" + b";expires=01-Jan-2001" * 400)[:8000] + b"\r\n"
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n" + cookie * 120 + b"\r\nok"
+    )
+
+
 # --------------------------------------------------------------------------- compression bombs
 
 
@@ -533,6 +543,7 @@ def _zoo() -> list[Hostile]:
             up,
         ),
         Hostile("cookie flood on redirects", lambda: cookie_flood_redirects, up),
+        Hostile("cookie flood on the answer", lambda: cookie_flood_answer, up),
         Hostile("endless body", lambda: endless_body, Reason.BODY_TOO_LARGE),
         Hostile("endless redirect body", lambda: endless_redirect_body, Reason.BODY_TOO_LARGE),
         Hostile("dripping body", lambda: dripping_body(0.2), Reason.TIMEOUT),
