@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import re
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextvars import ContextVar
@@ -84,6 +85,13 @@ _FOLLOWED = frozenset({301, 302, 303, 307, 308})
 _TURN_S = 0.001
 # Informational (1xx) answers skipped before the final one; real servers send one or two.
 _MAX_INFORMATIONAL = 16
+# HTTP chunks a body may come in: 1,024, and one more per 256 bytes. Each costs about 2 us of
+# parsing on the event loop, however small: a body in one-byte chunks kept its probe parsing
+# until its deadline (a 1 MB limit is a million chunks), every turn of the loop as long as all
+# such probes' turns, so with 40 of them a batch's other probes timed out. Servers send
+# kilobytes a chunk; a body that passes costs at most about 8 ms of parsing per MB.
+_FREE_HTTP_CHUNKS = 1024
+_BYTES_PER_HTTP_CHUNK = 256
 
 
 class BodyTooLarge(Exception):
@@ -140,7 +148,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             auto_decompress=False,
             trust_env=False,
             # Cookies live in the probe's own jar (ProbeScope); one here would keep them for
-            # the session's life.
+            # the session's life. From aiohttp 3.14.4 (pyproject's pin) this one parses
+            # nothing; before, the session parsed every answer's Set-Cookie headers for it.
             cookie_jar=aiohttp.DummyCookieJar(),
             response_class=_ProbeResponse,
         )
@@ -245,7 +254,9 @@ class _ResponseBody(httpx.AsyncByteStream):
     loop handed back every `_TURN_S`: aiohttp returns buffered data without letting the loop
     run, and reading it lets aiohttp parse more of what the socket brought, so a body sent
     in one-byte chunks (`readany()` takes every buffered one at once) held the loop 30 to
-    70 ms per socket read until the deadline, every other probe of the batch waiting.
+    70 ms per socket read until the deadline, every other probe of the batch waiting. A body
+    in more HTTP chunks than its size warrants (`_FREE_HTTP_CHUNKS`) is a protocol error:
+    turns alone left such a probe parsing until its deadline.
     """
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
@@ -254,10 +265,19 @@ class _ResponseBody(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         turn_ends = loop.time() + _TURN_S
+        received = http_chunks = 0
         try:
-            async for chunk, _ in self._response.content.iter_chunks():
-                if chunk:  # b"" marks the end of an HTTP chunk
+            async for chunk, end_of_http_chunk in self._response.content.iter_chunks():
+                if chunk:
+                    received += len(chunk)
                     yield chunk
+                if end_of_http_chunk:
+                    http_chunks += 1
+                    if http_chunks > _FREE_HTTP_CHUNKS + received // _BYTES_PER_HTTP_CHUNK:
+                        # Closing the response (the caller's aclose) closes the connection.
+                        raise httpx.RemoteProtocolError(
+                            f"body in {http_chunks} HTTP chunks of {received} bytes"
+                        )
                 if loop.time() >= turn_ends:
                     await asyncio.sleep(0)
                     turn_ends = loop.time() + _TURN_S
@@ -352,20 +372,34 @@ def _as_httpx_error(error: BaseException) -> Exception:
         # DNS, refused, TLS: classify_transport_error names it from the cause chain.
         return httpx.ConnectError(str(error))
     if isinstance(error, aiohttp.ClientResponseError):
-        # The HTTP parser's error (a garbage status line, bad headers). The message is
-        # aiohttp's description, which may quote the peer's bytes; the reason never
-        # comes from that text (classify_transport_error checks the type first).
-        return httpx.RemoteProtocolError(error.message or "invalid HTTP response")
+        # The HTTP parser's error (a garbage status line, bad headers): its description
+        # only (the reason never comes from it: classify_transport_error checks the type).
+        return httpx.RemoteProtocolError(_described(error.message) or "invalid HTTP response")
     if isinstance(error, aiohttp.ServerDisconnectedError):
         return httpx.RemoteProtocolError("Server disconnected without sending a response.")
     if isinstance(error, aiohttp.ClientPayloadError):
+        cause = error.__cause__
+        what = _described(cause.message) if isinstance(cause, HttpProcessingError) else ""
         return httpx.RemoteProtocolError(
-            f"peer closed connection without sending complete message body: {error}"
+            f"peer closed connection without sending complete message body: {what or 'cut short'}"
         )
     if isinstance(error, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
         return httpx.InvalidURL(type(error).__name__)
     # A reset or another socket error on an established connection.
     return httpx.ReadError(str(error) or type(error).__name__)
+
+
+# Where aiohttp's description of a parse error ends and its quote of the peer's bytes begins
+# (`Bad status line:\n\n  b'...'`, `Got more than 8190 bytes when reading: b'...'.`).
+_PEER_BYTES = re.compile(r"""(?::\s*)?\n|:?\s+b?['"]""")
+
+
+def _described(message: str) -> str:
+    """aiohttp's words for a parse error without the bytes it quotes: those can be the probe's
+    own request sent back (an echo service, a debugging endpoint), whose request line holds the
+    check URL's path and query (`?token=`), and the detail goes to the outcome, the incident
+    and its notifications."""
+    return " ".join(_PEER_BYTES.split(message, maxsplit=1)[0].split())
 
 
 @functools.lru_cache(maxsize=4096)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import httpx
 
@@ -193,7 +194,11 @@ def _parsed_url(url: str) -> tuple[httpx.URL, httpx.BasicAuth | None]:
     parsed = httpx.URL(url)
     if not parsed.userinfo:
         return parsed, None
-    return parsed.copy_with(userinfo=b""), httpx.BasicAuth(parsed.username, parsed.password)
+    # The bytes the percent-encoding names, as curl sends them: httpx's username and password
+    # decode them as UTF-8, and a Latin-1 `p%E4ss` became U+FFFD, a password nobody set.
+    username, _, password = parsed.userinfo.partition(b":")
+    auth = httpx.BasicAuth(unquote_to_bytes(username), unquote_to_bytes(password))
+    return parsed.copy_with(userinfo=b""), auth
 
 
 def classify_transport_error(error: BaseException) -> tuple[str, str]:

@@ -306,6 +306,17 @@ def garbage(data: bytes = b"NOT HTTP\r\n\r\n") -> Handler:
     return handler
 
 
+def echo(prefix: bytes = b"") -> Handler:
+    """Sends the request back (after `prefix`) as its answer: a port serving an echo service,
+    or a debugging endpoint gone wrong. The request line holds the check URL's path and query."""
+
+    def handler(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(prefix + read_request_head(conn, stop))
+        conn.shutdown(socket.SHUT_WR)
+
+    return handler
+
+
 def truncated_body(conn: socket.socket, stop: threading.Event) -> None:
     """A body cut short of its Content-Length, then a clean close."""
     read_request_head(conn, stop)
@@ -347,6 +358,16 @@ def cookie_flood_redirects(conn: socket.socket, stop: threading.Event) -> None:
     conn.sendall(
         b"HTTP/1.1 302 Found\r\nLocation: " + next_hop + b"\r\nContent-Length: 0\r\n"
         b"Connection: close\r\n" + cookie * 120 + b"\r\n"
+    )
+
+
+def cookie_flood_answer(conn: socket.socket, stop: threading.Event) -> None:
+    """A 200 with the same flood of Set-Cookie headers: a final answer's cookies are never
+    sent again, so a probe has no reason to parse them at all."""
+    read_request_head(conn, stop)
+    cookie = (b"Set-Cookie: c=v" + b";expires=01-Jan-2001" * 400)[:8000] + b"\r\n"
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n" + cookie * 120 + b"\r\nok"
     )
 
 
@@ -522,20 +543,22 @@ def _zoo() -> list[Hostile]:
             up,
         ),
         Hostile("cookie flood on redirects", lambda: cookie_flood_redirects, up),
+        Hostile("cookie flood on the answer", lambda: cookie_flood_answer, up),
         Hostile("endless body", lambda: endless_body, Reason.BODY_TOO_LARGE),
         Hostile("endless redirect body", lambda: endless_redirect_body, Reason.BODY_TOO_LARGE),
         Hostile("dripping body", lambda: dripping_body(0.2), Reason.TIMEOUT),
-        # At a few microseconds of parsing per chunk, the deadline comes before the limit.
+        # At a few microseconds of parsing per chunk, the deadline would come long before the
+        # limit: the number of chunks ends it first.
         Hostile(
             "body in one-byte chunks",
             lambda: tiny_chunks(b"1\r\nx\r\n"),
-            Reason.TIMEOUT,
+            Reason.PROTOCOL,
             max_body_bytes=64 * 1_048_576,
         ),
         Hostile(
             "body in one-byte chunks with extensions",
             lambda: tiny_chunks(b"0001;ext=1\r\nx\r\n"),
-            Reason.TIMEOUT,
+            Reason.PROTOCOL,
             max_body_bytes=64 * 1_048_576,
         ),
         Hostile("slow headers", lambda: slow_headers, Reason.TIMEOUT),

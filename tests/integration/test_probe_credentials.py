@@ -20,6 +20,8 @@ from core.netguard import AddressPolicy
 from core.probing import ProbeResult, Reason, make_client
 from tests.hostile_servers import (
     RawServer,
+    assert_down,
+    echo,
     garbage,
     read_request_head,
     request_path,
@@ -176,3 +178,46 @@ def test_credentials_never_show_in_an_outcome_or_a_log_line(
     assert (result.reason or result.status) == expected, result
     assert_nothing_shows(PASSWORD, result, caplog.text)
     assert "HTTP Request" in caplog.text or outcome not in {"up", "bad_status"}
+
+
+@pytest.mark.parametrize(
+    "prefix", [b"", b"HTTP/1.1 200 OK\r\n"], ids=["as the status line", "as a header"]
+)
+def test_a_server_that_echoes_the_request_puts_neither_its_path_nor_query_in_the_outcome(
+    serve: Callable[..., RawServer], prefix: bytes
+) -> None:
+    # The parser's error quoted the line it choked on: here the request line, with the check
+    # URL's path and `?token=`, into the outcome's detail, the incident and its notifications.
+    token = "tok3n-Zq7secret"
+    server = serve(echo(prefix))
+
+    result = run_probe(target(with_credentials(server.url(f"/private/{token}?token={token}"))))
+
+    assert_down(result, Reason.PROTOCOL)
+    assert result.detail, result
+    assert token not in str(result.to_json())
+    assert_nothing_shows(PASSWORD, result, "")
+
+
+@pytest.mark.parametrize(
+    ("userinfo", "sent"),
+    [
+        ("monitor:p%40ss", b"monitor:p@ss"),
+        ("monitor:", b"monitor:"),
+        ("monitor", b"monitor:"),
+        ("%C3%BCser:p%C3%A4ss", "üser:päss".encode()),
+        ("monitor:p%E4ss", b"monitor:p\xe4ss"),  # Latin-1, as an older server may expect
+    ],
+)
+def test_credentials_are_sent_as_the_bytes_their_percent_encoding_names(
+    serve: Callable[..., RawServer], userinfo: str, sent: bytes
+) -> None:
+    # As curl sends them: a byte that is not UTF-8 was sent as U+FFFD (three other bytes),
+    # so a server that checks Latin-1 passwords refused the right one.
+    heads: list[bytes] = []
+    server = serve(recording(heads, {"/": ("200 OK", b"ok", "")}))
+
+    result = run_probe(target(server.url("/").replace("://", f"://{userinfo}@", 1)))
+
+    assert result.status == "up", result
+    assert [authorization(head) for head in heads] == ["Basic " + base64.b64encode(sent).decode()]
