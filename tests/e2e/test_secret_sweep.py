@@ -46,7 +46,10 @@ def secret_env(database_url: str) -> dict[str, str]:
     """A marker value for every secret setting, shaped so that it validates."""
     shaped = {
         "platform_database_url": f"postgresql://postgres:{marker('pdb')}@127.0.0.1:5432/test",
-        "sentry_dsn": f"http://{marker('dsn')}@127.0.0.1:9/1",
+        # The marker is the DSN's secret key (the legacy `public:secret@` form): its public
+        # key is public by design (browsers send it), and Sentry's Celery integration puts
+        # it in every task message's baggage header, which sits in Redis while queued.
+        "sentry_dsn": f"http://publickey:{marker('dsn')}@127.0.0.1:9/1",
         "deadmans_switch_url": f"http://127.0.0.1:9/ping/{marker('dms')}",
     }
     env = {}
