@@ -123,14 +123,7 @@ def test_checks_run_wait_prints_the_outcome_or_times_out_with_exit_4(
             .where(Check.name == "api")
             .values(next_due_at=utcnow() + timedelta(hours=1))
         )
-    waiting = subprocess.Popen(
-        eventops("checks", "run", "api", "--wait", "60"),
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    waiting = checks_run_waiting("api", env)
     try:
         # The command made the check due; a probe (here, the pipeline called directly, as
         # a worker would) records its outcome.
@@ -184,14 +177,7 @@ def test_checks_run_wait_reports_a_passing_probe_of_a_down_check_as_up_and_exits
             .values(next_due_at=utcnow() + timedelta(hours=1))
         )
     env = {**os.environ, "EVENTOPS_DATABASE_URL": clean_db, "EVENTOPS_VAR_DIR": str(tmp_path)}
-    waiting = subprocess.Popen(
-        eventops("checks", "run", "api", "--wait", "60"),
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    waiting = checks_run_waiting("api", env)
     try:
         wait_for(lambda: due_now("api"), 60, "the check to be made due")
         with session_scope() as session:
@@ -207,6 +193,18 @@ def test_checks_run_wait_reports_a_passing_probe_of_a_down_check_as_up_and_exits
             waiting.kill()
     assert out.strip() == "api: up, 12 ms (the check is still down)"
     assert waiting.returncode == 0, err
+
+
+def checks_run_waiting(name: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`eventops checks run NAME --wait 60`, started: the test probes, then reads its answer."""
+    return subprocess.Popen(
+        eventops("checks", "run", name, "--wait", "60"),
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def due_now(name: str) -> bool:
