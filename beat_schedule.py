@@ -8,9 +8,11 @@ Auckland, the platform's quiet afternoon, and 14:30 UTC is 03:30 NZ, its quietes
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from celery.schedules import crontab
+from celery.schedules import schedule as interval_schedule
 
 HOUR_S = 3600.0
 DAY_S = 24 * HOUR_S
@@ -246,3 +248,31 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "options": {"queue": "slow", "expires": DAY_S},
     },
 }
+
+
+def every_seconds(entry: dict[str, Any]) -> float | None:
+    """An interval entry's period in seconds; None for a crontab or anything else."""
+    run_every = entry.get("schedule")
+    if isinstance(run_every, crontab):
+        return None
+    if isinstance(run_every, int | float):
+        return float(run_every)
+    if isinstance(run_every, timedelta):
+        return run_every.total_seconds()
+    if isinstance(run_every, interval_schedule):
+        return float(run_every.seconds)
+    return None
+
+
+# Beat's ticks of a minute or less, and the probe batches they fan out, run thousands of
+# times a day: the lines saying each one was sent, received and succeeded tell an operator
+# nothing (what they change, an incident opened or a notification sent, is logged where it
+# happens), so workers and beat log those at DEBUG (workers/logging_setup.py).
+ROUTINE_TASKS = frozenset(
+    {"probes.run_batch"}
+    | {
+        entry["task"]
+        for entry in BEAT_SCHEDULE.values()
+        if (seconds := every_seconds(entry)) is not None and seconds <= 60
+    }
+)

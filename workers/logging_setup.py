@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from celery.signals import setup_logging, task_postrun, task_prerun, worker_shutting_down
 
+from beat_schedule import ROUTINE_TASKS
 from core import logcontext
 from core.logcontext import log_context
 
@@ -54,6 +55,38 @@ class ContextFilter(logging.Filter):
                 setattr(record, key, value)
         record.eventops_extra = {k: v for k, v in fields.items() if k not in CONTEXT_KEYS}
         return True
+
+
+class RoutineTaskLines(logging.Filter):
+    """Celery's "sent", "received" and "succeeded" lines about a routine task
+    (beat_schedule.ROUTINE_TASKS: a tick every few seconds, a probe batch) become DEBUG
+    lines: left out at INFO, kept when DEBUG is asked for. A routine task's failures and
+    retries keep their level, and so does every line its own code logs."""
+
+    # Celery's own words for them (celery.beat, celery.app.trace LOG_RECEIVED / LOG_SUCCESS).
+    _SENT = "Scheduler: Sending due task %s (%s)"
+    _RECEIVED = "Task %(name)s[%(id)s] received"
+    _SUCCEEDED = "Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not self._routine(record):
+            return True
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+    def _routine(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.msg == self._SENT and isinstance(args, tuple) and len(args) == 2:
+            return args[1] in ROUTINE_TASKS
+        if record.msg in (self._RECEIVED, self._SUCCEEDED) and isinstance(args, Mapping):
+            return args.get("name") in ROUTINE_TASKS
+        return False
+
+
+# The loggers Celery says those lines on.
+_ROUTINE_LINE_LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.app.trace")
 
 
 class JsonFormatter(logging.Formatter):
@@ -116,6 +149,10 @@ def configure_logging(
     logging.getLogger("httpx").setLevel(
         logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
     )
+    for name in _ROUTINE_LINE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(each, RoutineTaskLines) for each in logger.filters):
+            logger.addFilter(RoutineTaskLines())
     # Python's warnings become log lines too, so no line on stderr escapes the format; so
     # does a crash's traceback in JSON mode (one JSON line, not thirty lines of text).
     logging.captureWarnings(True)

@@ -8,7 +8,6 @@ import re
 import socket
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -20,12 +19,10 @@ import sentry_sdk
 import sqlalchemy.exc
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery.exceptions import ImproperlyConfigured, MaxRetriesExceededError, Retry
-from celery.schedules import crontab
-from celery.schedules import schedule as interval_schedule
 from pydantic import BaseModel, SecretStr
 from sentry_sdk.integrations.celery import CeleryIntegration
 
-from beat_schedule import BEAT_SCHEDULE
+from beat_schedule import BEAT_SCHEDULE, every_seconds
 from models.config import ConfigError, EventopsConfig
 from workers.settings import Settings
 
@@ -369,18 +366,8 @@ def crons_excluded(beat_schedule: Mapping[str, Mapping[str, Any]]) -> list[str]:
     those ticks instead."""
     excluded = []
     for name, entry in beat_schedule.items():
-        run_every = entry.get("schedule")
-        if isinstance(run_every, crontab):
-            continue
-        if isinstance(run_every, int | float):
-            seconds = float(run_every)
-        elif isinstance(run_every, timedelta):
-            seconds = run_every.total_seconds()
-        elif isinstance(run_every, interval_schedule):
-            seconds = run_every.seconds
-        else:
-            continue
-        if seconds < 60 or seconds % 60:
+        seconds = every_seconds(entry)
+        if seconds is not None and (seconds < 60 or seconds % 60):
             excluded.append(f"^{re.escape(name)}$")
     return excluded
 

@@ -111,13 +111,18 @@ def test_a_real_worker_writes_only_json_lines_with_task_id_and_check(
     log = tmp_path / "worker.log"
     client = redis.Redis.from_url(clean_redis)
     # Celery writes its shutdown notice to stdout itself; the log is stderr.
-    with running_worker(env, log, stdout=tmp_path / "stdout.txt"):
+    queues = "pipeline,probes,escalations,slow"
+    with running_worker(env, log, queues=queues, stdout=tmp_path / "stdout.txt"):
         with Celery(broker=clean_redis) as sender:
             sender.send_task("probes.dispatch_due", queue="pipeline")
+            sender.send_task("compliance.config_check", queue="slow")
         wait_for(
-            lambda: client.hget("eventops:metrics:task:escalations.sweep", "count"),
+            lambda: (
+                client.hget("eventops:metrics:task:escalations.sweep", "count")
+                and client.hget("eventops:metrics:task:compliance.config_check", "count")
+            ),
             60,
-            "the probe batch and the sweep it kicks to finish",
+            "the probe batch, the sweep it kicks and the config audit to finish",
         )
 
     lines = parse_lines(log.read_text())
@@ -133,8 +138,11 @@ def test_a_real_worker_writes_only_json_lines_with_task_id_and_check(
     opening = [line for line in batch if "opening its incident" in str(line["message"])]
     assert len(opening) == 1, batch
     assert opening[0]["check"] == "api"
-    received = [line for line in lines if "received" in str(line["message"])]
-    assert received and all(line["task_id"] for line in received)
+    # Celery's own lines about a task name it; a routine task's (the tick, the batch, the
+    # sweep) are DEBUG lines, left out at INFO.
+    celery_lines = [line for line in lines if line["message"].startswith("Task ")]
+    assert {line["task_name"] for line in celery_lines} == {"compliance.config_check"}
+    assert len(celery_lines) == 2 and all(line["task_id"] for line in celery_lines)
     # Lines logged by a library's own threads inside the task (Apprise) still name it.
     sweep = [line for line in lines if line["logger"] == "apprise"]
     assert sweep and all(line["task_name"] == "escalations.sweep" for line in sweep)
@@ -186,6 +194,8 @@ def test_beat_writes_only_json_lines(clean_db: str, clean_redis: str, tmp_path: 
     assert all(set(CONTEXT) <= set(line) for line in lines)
     assert not [line for line in lines if line["level"] in ("ERROR", "CRITICAL")], lines
     assert any(line["logger"].startswith("celery.beat") for line in lines)
+    # It sent the dispatch tick, but at INFO beat does not say so every two seconds.
+    assert not [line for line in lines if "Sending due task" in str(line["message"])], lines
 
 
 def test_a_crash_in_json_mode_is_one_json_line(tmp_path: Path) -> None:
@@ -250,3 +260,35 @@ def test_httpx_request_lines_come_back_when_workers_log_at_debug(
     assert logging.getLogger("httpx").getEffectiveLevel() == logging.DEBUG
     configure_logging("json", "INFO", stream=io.StringIO())
     assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
+
+
+def test_routine_task_lines_come_back_as_debug_when_asked_and_others_stay_info(
+    root_logger_restored: object,
+) -> None:
+    from celery.app.trace import LOG_RECEIVED, LOG_SUCCESS
+
+    def say(received_by: str, name: str) -> None:
+        logging.getLogger(received_by).info(
+            LOG_SUCCESS if received_by == "celery.app.trace" else LOG_RECEIVED,
+            {"id": "t1", "name": name, "runtime": 0.01, "return_value": {}},
+        )
+
+    for level in ("INFO", "DEBUG"):
+        stream = io.StringIO()
+        configure_logging("json", level, stream=stream)
+        say("celery.worker.strategy", "probes.dispatch_due")
+        say("celery.app.trace", "probes.run_batch")
+        logging.getLogger("celery.beat").info(
+            "Scheduler: Sending due task %s (%s)", "dispatch-due-checks", "probes.dispatch_due"
+        )
+        say("celery.app.trace", "backups.dump")
+        lines = [(line["level"], line["task_name"]) for line in parse_lines(stream.getvalue())]
+        if level == "INFO":
+            assert lines == [("INFO", "backups.dump")]
+        else:
+            assert lines == [
+                ("DEBUG", "probes.dispatch_due"),
+                ("DEBUG", "probes.run_batch"),
+                ("DEBUG", None),
+                ("INFO", "backups.dump"),
+            ]
