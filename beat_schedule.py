@@ -8,6 +8,7 @@ Auckland, the platform's quiet afternoon, and 14:30 UTC is 03:30 NZ, its quietes
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -250,7 +251,7 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
 }
 
 
-def every_seconds(entry: dict[str, Any]) -> float | None:
+def every_seconds(entry: Mapping[str, Any]) -> float | None:
     """An interval entry's period in seconds; None for a crontab or anything else."""
     run_every = entry.get("schedule")
     if isinstance(run_every, crontab):
