@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from sqlalchemy import select
@@ -17,6 +18,8 @@ from tasks.retry import PROBE_FAULTS
 from workers import runtime
 from workers.app import app
 from workers.settings import get_config, get_settings
+
+log = logging.getLogger(__name__)
 
 
 @app.task(
@@ -38,6 +41,15 @@ def dispatch_due() -> dict[str, int]:
         run_batch.delay([[s.check_id, s.slot.isoformat()] for s in batch])
     # `resent`: slots whose earlier dispatch was lost (lease ran out), sent again.
     resent = sum(1 for s in slots if s.attempt > 1)
+    if slots:
+        # The tick itself logs at DEBUG (beat_schedule.ROUTINE_TASKS); work handed out is
+        # said here, and the fault tests count the slots from this line.
+        log.info(
+            "dispatched %d due slots in %d batches (%d sent again)",
+            len(slots),
+            len(batches),
+            resent,
+        )
     return {"claimed": len(slots), "resent": resent, "batches": len(batches)}
 
 
@@ -63,6 +75,12 @@ def run_batch(slots: list[list]) -> dict:
         # Postgres went away while we probed: keep the outcomes, write them when it is back.
         record_outcomes_later.delay([r.to_json() for r in results])
         return {"probed": len(results), "deferred": len(results)}
+    if summary.duplicates:
+        log.info(
+            "%d of %d outcomes already recorded (a redelivered batch): their effects kept once",
+            summary.duplicates,
+            len(results),
+        )
     if summary.urgent:
         from tasks.escalation import sweep
 

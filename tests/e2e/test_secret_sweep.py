@@ -133,7 +133,7 @@ def test_no_planted_secret_appears_in_any_output(
         procs.start("worker", "worker", "-c", "2", "-n", "worker@%h")
         procs.start("beat", "beat")
         procs.start("flower", "flower", "--port", str(flower_port))
-        wait_for_ticks(procs, "worker")
+        wait_for_ticks(procs)
         procs.run("migrate")
 
         def delivery_failed() -> bool:

@@ -3,7 +3,6 @@ the checks that every claimed slot got exactly one outcome."""
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import itertools
 import json
@@ -30,6 +29,7 @@ from sqlalchemy import func, select
 
 from models.db import session_scope
 from models.tables import Check, Outcome
+from workers.task_metrics import TASK_KEY_PREFIX
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -306,27 +306,31 @@ def outcome_statuses() -> Counter[str]:
         )
 
 
-_DISPATCH_SUMMARY = re.compile(r"probes\.dispatch_due\[[^\]]+\] succeeded in [^:]+: (\{.*\})")
+_DISPATCHED = re.compile(r"dispatched (\d+) due slots in \d+ batches \((\d+) sent again\)")
 
 
 def claimed_in_logs(texts: Iterable[str]) -> int:
-    """Slots the dispatch ticks claimed for the first time, from the summaries the workers
-    log for each tick (Celery's "Task probes.dispatch_due[id] succeeded in 0.01s:
-    {'claimed': 12, 'resent': 0, ...}"). A slot sent again after its lease ran out is
-    claimed twice but is still one slot, owed one outcome."""
-    summaries = [m.group(1) for text in texts for m in _DISPATCH_SUMMARY.finditer(text)]
-    assert summaries, "no dispatch tick summary in the worker logs: did their format change?"
-    ticks = [ast.literal_eval(summary) for summary in summaries]
-    return sum(int(tick["claimed"]) - int(tick.get("resent", 0)) for tick in ticks)
+    """Slots the dispatch ticks claimed for the first time, from the line a worker logs for
+    each tick that handed out work (tasks/probes.py: "dispatched 12 due slots in 1 batches
+    (0 sent again)"). A slot sent again after its lease ran out is claimed twice but is
+    still one slot, owed one outcome."""
+    ticks = [m.groups() for text in texts for m in _DISPATCHED.finditer(text)]
+    assert ticks, "no dispatch line in the worker logs: did its format change?"
+    return sum(int(claimed) - int(resent) for claimed, resent in ticks)
 
 
-def wait_for_ticks(procs: Cluster, *workers: str, timeout: float = 60.0) -> None:
-    """Until a dispatch tick ran on one of `workers`: beat and the worker are up."""
-    wait_for(
-        "the first dispatch tick (Celery's 'Task probes.dispatch_due[...] succeeded' line)",
-        lambda: any(_DISPATCH_SUMMARY.search(procs.log(w)) for w in workers),
-        timeout,
-    )
+def wait_for_ticks(procs: Cluster, timeout: float = 60.0) -> None:
+    """Until a dispatch tick ran to its end on a worker: beat and a worker are up. Read from
+    the task metrics workers keep in Redis, since an idle tick logs nothing at INFO."""
+    client = redis.Redis.from_url(procs.env["EVENTOPS_BROKER_URL"])
+    try:
+        wait_for(
+            "the first dispatch tick",
+            lambda: client.hget(TASK_KEY_PREFIX + "probes.dispatch_due", "count"),
+            timeout,
+        )
+    finally:
+        client.close()
 
 
 def load_staggered(procs: Cluster, checks: list[dict[str, Any]], groups: int) -> None:

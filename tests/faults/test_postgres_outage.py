@@ -108,7 +108,7 @@ def test_postgres_outage_of_60_seconds_loses_no_outcome_and_needs_no_restart(
     procs.env["EVENTOPS_PROBE_BATCH_SIZE"] = "3"
     worker_pid = procs.start("worker", "worker", "-c", "3", "-n", "worker@%h")
     procs.start("beat", "beat")
-    wait_for_ticks(procs, "worker")
+    wait_for_ticks(procs)
     assert f"{CHECKS} checks loaded" in procs.run("migrate")
     wait_for(
         "every check probed once",

@@ -104,7 +104,7 @@ def test_flushed_redis_loses_no_check_and_no_pending_escalation(
     procs.env["EVENTOPS_PROBE_BATCH_SIZE"] = "4"
     procs.start("worker", "worker", "-c", "2", "-n", "worker@%h")
     procs.start("beat", "beat")
-    wait_for_ticks(procs, "worker")
+    wait_for_ticks(procs)
     assert f"{CHECKS + 1} checks loaded" in procs.run("migrate")
     opened = utcnow()
     wait_for("the first page", lambda: "[CRITICAL] pay is down" in first.titles(), 30)

@@ -58,7 +58,7 @@ def test_sigterm_of_a_worker_with_batches_running_and_queued_loses_nothing(
     every_queue = ("worker", "-Q", "probes,pipeline,escalations", "-c", "2")
     procs.start("worker-a", *every_queue, "-n", "a@%h")
     procs.start("beat", "beat")
-    wait_for_ticks(procs, "worker-a")
+    wait_for_ticks(procs)
     load_staggered(procs, checks, groups=4)
     wait_for("every check to have an outcome", lambda: len(outcome_slots()) == CHECKS, 40)
 
@@ -82,7 +82,7 @@ def test_sigterm_of_a_worker_with_batches_running_and_queued_loses_nothing(
     # The bound is loose because this machine is shared: it catches a worker that drains
     # its queue or hangs, not a slow one.
     assert drained < 20, f"A took {drained:.1f} s to stop"
-    wait_for("B to run batches", lambda: "probes.run_batch" in procs.log("worker-b"), 30)
+    wait_for("B to hand out work", lambda: "dispatched" in procs.log("worker-b"), 30)
 
     time.sleep(INTERVAL.seconds)  # another round on B alone
     procs.terminate("beat")

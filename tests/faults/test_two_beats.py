@@ -61,9 +61,11 @@ def test_two_beats_dispatch_and_probe_each_slot_once(
     config = write_config(tmp_path / "eventops.yaml", checks)
     procs = cluster(config)
     procs.start("worker", "worker", "-c", "2", "-n", "worker@%h")
-    procs.start("beat-1", "beat", env={"EVENTOPS_VAR_DIR": str(tmp_path / "var-1")})
-    procs.start("beat-2", "beat", env={"EVENTOPS_VAR_DIR": str(tmp_path / "var-2")})
-    wait_for_ticks(procs, "worker")
+    # At DEBUG: each beat's "Sending due task" line is the witness that both really tick,
+    # and beat says it about a routine tick at DEBUG only.
+    for beat in ("beat-1", "beat-2"):
+        procs.start(beat, "beat", "-l", "DEBUG", env={"EVENTOPS_VAR_DIR": str(tmp_path / beat)})
+    wait_for_ticks(procs)
     wait_for("both beats to tick", lambda: all(TICK in procs.log(b) for b in ("beat-1", "beat-2")))
     assert f"{CHECKS} checks loaded" in procs.run("migrate")  # all due from now on
 

@@ -72,7 +72,7 @@ def test_sigkilled_pool_processes_lose_no_slot_and_duplicate_none(
     procs.start("probes", "worker", "-Q", "probes", "-c", "3", "-n", "probes@%h")
     procs.start("control", "worker", "-Q", "pipeline,escalations", "-c", "1", "-n", "control@%h")
     procs.start("beat", "beat")
-    wait_for_ticks(procs, "control")
+    wait_for_ticks(procs)
     load_staggered(procs, checks, groups=4)
     control = control_app(clean_redis)
 
