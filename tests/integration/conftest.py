@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
 from tests.dashboard_server import Dashboard, running_dashboard
 from tests.hostile_servers import Handler, RawServer, ServerProcess
+
+S = TypeVar("S", RawServer, ServerProcess)
 
 
 @pytest.fixture(scope="module")
@@ -28,36 +31,29 @@ def dashboard(
         yield server
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[..., RawServer]]:
-    """Start raw-socket servers (tests/hostile_servers.py) for one test: `serve(handler,
-    tls=None, host="127.0.0.1")`; all of them are stopped and their threads joined at teardown."""
-    servers: list[RawServer] = []
+def _started(kind: Callable[..., S]) -> Iterator[Callable[..., S]]:
+    """`start(handler, tls=None, host="127.0.0.1")` for servers of `kind`, each closed (its
+    threads or process ended) at teardown."""
+    servers: list[S] = []
 
-    def start(
-        handler: Handler, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"
-    ) -> RawServer:
-        server = RawServer(handler, tls, host)
+    def start(handler: Handler, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> S:
+        server = kind(handler, tls, host)
         servers.append(server)
         return server
 
     yield start
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., RawServer]]:
+    """Start raw-socket servers (tests/hostile_servers.py) for one test: `serve(handler,
+    tls=None, host="127.0.0.1")`; all of them are stopped and their threads joined at teardown."""
+    yield from _started(RawServer)
 
 
 @pytest.fixture
 def serve_apart() -> Iterator[Callable[..., ServerProcess]]:
     """As `serve`, each server in a child process of its own (for tests that time probes)."""
-    servers: list[ServerProcess] = []
-
-    def start(
-        handler: Handler, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"
-    ) -> ServerProcess:
-        server = ServerProcess(handler, tls, host)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
+    yield from _started(ServerProcess)
